@@ -1,0 +1,343 @@
+//! [`EventBatchBuilder`]: columns of async event rows, built straight from decoded fields.
+//!
+//! Only the requested columns are filled. String columns are dictionaries whose keys index one
+//! string table per batch, shared by `name`, `filename` and `target`: a string is copied once per
+//! batch, not once per row. `stream_id` and `block_id` hold one dictionary value per block.
+
+use super::schema::{Column, ColumnSet, projected_schema, properties_entries};
+use datafusion::arrow::array::{
+    ArrayRef, DictionaryArray, Int32Array, Int64Array, MapArray, StringArray, StructArray,
+    TimestampNanosecondArray, UInt32Array,
+};
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Growable UTF-8 storage with i32 offsets: the parts of an Arrow `StringArray`, truncatable.
+#[derive(Debug)]
+struct Strings {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+}
+
+impl Default for Strings {
+    fn default() -> Self {
+        Self {
+            offsets: vec![0],
+            bytes: Vec::new(),
+        }
+    }
+}
+
+impl Strings {
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    fn push(&mut self, s: &str) -> Result<(), ArrowError> {
+        self.bytes.extend_from_slice(s.as_bytes());
+        let end = i32::try_from(self.bytes.len())
+            .map_err(|_| ArrowError::ComputeError("string column exceeds 2 GiB".into()))?;
+        self.offsets.push(end);
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.offsets.truncate(len + 1);
+        let end = self.offsets.last().copied().unwrap_or(0) as usize;
+        self.bytes.truncate(end);
+    }
+
+    fn take(&mut self) -> Result<StringArray, ArrowError> {
+        let strings = std::mem::take(self);
+        StringArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(strings.offsets)),
+            Buffer::from_vec(strings.bytes),
+            None,
+        )
+    }
+}
+
+/// Interned strings of one batch: each distinct string once, keyed by position.
+#[derive(Debug, Default)]
+pub(crate) struct StringTable {
+    keys: HashMap<Box<str>, i32>,
+    values: Strings,
+}
+
+impl StringTable {
+    /// The dictionary key of `s`, adding it on first use.
+    pub(crate) fn intern(&mut self, s: &str) -> Result<i32, ArrowError> {
+        if let Some(&k) = self.keys.get(s) {
+            return Ok(k);
+        }
+        let k = i32::try_from(self.values.len())
+            .map_err(|_| ArrowError::ComputeError("too many distinct strings".into()))?;
+        self.values.push(s)?;
+        self.keys.insert(s.into(), k);
+        Ok(k)
+    }
+
+    fn take(&mut self) -> Result<StringArray, ArrowError> {
+        self.keys.clear();
+        self.values.take()
+    }
+}
+
+/// A column of UUID text with one dictionary value per block.
+#[derive(Debug, Default)]
+struct IdColumn {
+    values: Strings,
+    keys: Vec<i32>,
+    current: i32,
+}
+
+impl IdColumn {
+    fn start(&mut self, id: &str) -> Result<(), ArrowError> {
+        let n = self.values.len();
+        if n == 0 || self.last_value() != Some(id) {
+            self.values.push(id)?;
+            self.current = n as i32;
+        } else {
+            self.current = n as i32 - 1;
+        }
+        Ok(())
+    }
+
+    fn last_value(&self) -> Option<&str> {
+        let n = self.values.offsets.len();
+        if n < 2 {
+            return None;
+        }
+        let (a, b) = (self.values.offsets[n - 2], self.values.offsets[n - 1]);
+        std::str::from_utf8(self.values.bytes.get(a as usize..b as usize)?).ok()
+    }
+}
+
+/// Builds [`RecordBatch`]es of async events for a set of columns.
+#[derive(Debug)]
+pub struct EventBatchBuilder {
+    pub(crate) columns: ColumnSet,
+    schema: SchemaRef,
+    pub(crate) len: usize,
+    stream_id: IdColumn,
+    block_id: IdColumn,
+    pub(crate) time: Vec<i64>,
+    pub(crate) event_type: Vec<i32>,
+    pub(crate) span_id: Vec<i64>,
+    pub(crate) parent_span_id: Vec<i64>,
+    pub(crate) depth: Vec<u32>,
+    pub(crate) hash: Vec<u32>,
+    pub(crate) name: Vec<i32>,
+    pub(crate) filename: Vec<i32>,
+    pub(crate) target: Vec<i32>,
+    pub(crate) line: Vec<u32>,
+    pub(crate) strings: StringTable,
+    property_offsets: Vec<i32>,
+    property_keys: Strings,
+    property_values: Strings,
+}
+
+impl EventBatchBuilder {
+    /// A builder for these columns (in schema order).
+    pub fn new(columns: ColumnSet) -> Self {
+        Self {
+            columns,
+            schema: projected_schema(columns),
+            len: 0,
+            stream_id: IdColumn::default(),
+            block_id: IdColumn::default(),
+            time: Vec::new(),
+            event_type: Vec::new(),
+            span_id: Vec::new(),
+            parent_span_id: Vec::new(),
+            depth: Vec::new(),
+            hash: Vec::new(),
+            name: Vec::new(),
+            filename: Vec::new(),
+            target: Vec::new(),
+            line: Vec::new(),
+            strings: StringTable::default(),
+            property_offsets: vec![0],
+            property_keys: Strings::default(),
+            property_values: Strings::default(),
+        }
+    }
+
+    /// The schema of the batches this builder makes.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The columns this builder fills.
+    pub fn columns(&self) -> ColumnSet {
+        self.columns
+    }
+
+    /// Rows added since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no row was added since the last [`finish`](Self::finish).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Starts the rows of a block: sets the `stream_id` and `block_id` of the rows that follow.
+    pub(crate) fn start_block(
+        &mut self,
+        stream_id: &str,
+        block_id: &str,
+    ) -> Result<(), ArrowError> {
+        if self.columns.contains(Column::StreamId) {
+            self.stream_id.start(stream_id)?;
+        }
+        if self.columns.contains(Column::BlockId) {
+            self.block_id.start(block_id)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the id columns of one row (the other columns are pushed by the decoder).
+    #[inline]
+    pub(crate) fn push_ids(&mut self) {
+        if self.columns.contains(Column::StreamId) {
+            self.stream_id.keys.push(self.stream_id.current);
+        }
+        if self.columns.contains(Column::BlockId) {
+            self.block_id.keys.push(self.block_id.current);
+        }
+    }
+
+    /// Adds the properties of one row.
+    pub(crate) fn push_properties<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), ArrowError> {
+        for (key, value) in pairs {
+            self.property_keys.push(key)?;
+            self.property_values.push(value)?;
+        }
+        let end = i32::try_from(self.property_keys.len())
+            .map_err(|_| ArrowError::ComputeError("too many properties in one batch".into()))?;
+        self.property_offsets.push(end);
+        Ok(())
+    }
+
+    /// Removes the rows added after the first `len` (used when a block fails half way).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        self.stream_id.keys.truncate(len);
+        self.block_id.keys.truncate(len);
+        for v in [&mut self.time, &mut self.span_id, &mut self.parent_span_id] {
+            v.truncate(len);
+        }
+        for v in [
+            &mut self.event_type,
+            &mut self.name,
+            &mut self.filename,
+            &mut self.target,
+        ] {
+            v.truncate(len);
+        }
+        for v in [&mut self.depth, &mut self.hash, &mut self.line] {
+            v.truncate(len);
+        }
+        if self.columns.contains(Column::Properties) {
+            self.property_offsets.truncate(len + 1);
+            let n = self.property_offsets.last().copied().unwrap_or(0) as usize;
+            self.property_keys.truncate(n);
+            self.property_values.truncate(n);
+        }
+    }
+
+    /// Builds a batch of the rows added so far and starts an empty one.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        let len = std::mem::take(&mut self.len);
+        let strings: Option<ArrayRef> = if [Column::Name, Column::Filename, Column::Target]
+            .iter()
+            .any(|c| self.columns.contains(*c))
+        {
+            Some(Arc::new(self.strings.take()?))
+        } else {
+            None
+        };
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(13);
+        for column in self.columns.iter() {
+            let array: ArrayRef = match column {
+                Column::StreamId => id_array(&mut self.stream_id)?,
+                Column::BlockId => id_array(&mut self.block_id)?,
+                Column::Time => Arc::new(
+                    TimestampNanosecondArray::from(std::mem::take(&mut self.time))
+                        .with_timezone("+00:00"),
+                ),
+                Column::EventType => {
+                    let values: ArrayRef = Arc::new(StringArray::from(vec!["begin", "end"]));
+                    dict(std::mem::take(&mut self.event_type), values)?
+                }
+                Column::SpanId => Arc::new(Int64Array::from(std::mem::take(&mut self.span_id))),
+                Column::ParentSpanId => {
+                    Arc::new(Int64Array::from(std::mem::take(&mut self.parent_span_id)))
+                }
+                Column::Depth => Arc::new(UInt32Array::from(std::mem::take(&mut self.depth))),
+                Column::Hash => Arc::new(UInt32Array::from(std::mem::take(&mut self.hash))),
+                Column::Line => Arc::new(UInt32Array::from(std::mem::take(&mut self.line))),
+                Column::Name | Column::Filename | Column::Target => {
+                    let keys = match column {
+                        Column::Name => &mut self.name,
+                        Column::Filename => &mut self.filename,
+                        _ => &mut self.target,
+                    };
+                    let values = strings
+                        .clone()
+                        .ok_or_else(|| ArrowError::ComputeError("string table missing".into()))?;
+                    dict(std::mem::take(keys), values)?
+                }
+                Column::Properties => Arc::new(self.take_properties()?),
+            };
+            arrays.push(array);
+        }
+        RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(len)),
+        )
+    }
+
+    fn take_properties(&mut self) -> Result<MapArray, ArrowError> {
+        let offsets = std::mem::replace(&mut self.property_offsets, vec![0]);
+        let entries = properties_entries();
+        let DataType::Struct(fields) = entries.data_type().clone() else {
+            return Err(ArrowError::SchemaError(
+                "properties entries are not a struct".into(),
+            ));
+        };
+        let keys: ArrayRef = Arc::new(self.property_keys.take()?);
+        let values: ArrayRef = Arc::new(self.property_values.take()?);
+        let entries_array = StructArray::try_new(fields, vec![keys, values], None)?;
+        MapArray::try_new(
+            entries,
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            entries_array,
+            None,
+            false,
+        )
+    }
+}
+
+fn dict(keys: Vec<i32>, values: ArrayRef) -> Result<ArrayRef, ArrowError> {
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+        Int32Array::from(keys),
+        values,
+    )?))
+}
+
+fn id_array(column: &mut IdColumn) -> Result<ArrayRef, ArrowError> {
+    let values: ArrayRef = Arc::new(column.values.take()?);
+    column.current = 0;
+    dict(std::mem::take(&mut column.keys), values)
+}

@@ -1,0 +1,27 @@
+//! Bytes to async events: everything needed to turn one stored block into Arrow rows.
+//!
+//! Pure and synchronous: no I/O, no DataFusion planning. The path of a block is
+//! [`BlockPayload::from_cbor`] (the stored CBOR blob) → [`DecompressedBlock`] (two LZ4 frames) →
+//! [`AsyncEventDecoder::decode`] (transit records, read at the offsets of the stream's
+//! [`StreamLayout`]) → [`EventBatchBuilder`] (Arrow columns, projected and filtered).
+
+mod builder;
+mod decoder;
+mod dependencies;
+mod error;
+mod hash;
+mod layout;
+mod metadata;
+mod payload;
+mod schema;
+mod ticks;
+
+pub use builder::EventBatchBuilder;
+pub use decoder::{AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock, RowFilter};
+pub use error::{FormatError, FormatResult};
+pub use hash::scope_hash;
+pub use layout::{EventType, StreamLayout};
+pub use metadata::{Member, UserDefinedType, encode_udt_list, parse_udt_list};
+pub use payload::{BlockPayload, compress_frame, decompress_frame};
+pub use schema::{Column, ColumnSet, async_events_schema, column_type, projected_schema};
+pub use ticks::{LatestTiming, TickConverter};

@@ -1,0 +1,213 @@
+//! Encoding of real producer data as a micromegas lake holds it: process and stream rows, and
+//! per block the row fields plus the stored blob (CBOR `BlockPayload` re-encoded by ingestion).
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion_async_events::format::{
+    AsyncEventDecoder, BlockIds, ColumnSet, DecompressedBlock, EventBatchBuilder, LatestTiming,
+    RowFilter, StreamLayout, TickConverter,
+};
+use micromegas_telemetry_sink::stream_block::StreamBlock;
+use micromegas_tracing::prelude::ProcessInfo;
+use micromegas_tracing::spans::{ThreadBlock, ThreadStream};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// A `processes` row.
+#[derive(Debug, Clone)]
+pub struct RawProcess {
+    pub process_id: Uuid,
+    pub exe: String,
+    pub username: String,
+    pub realname: String,
+    pub computer: String,
+    pub distro: String,
+    pub cpu_brand: String,
+    pub tsc_frequency: i64,
+    pub start_time: DateTime<Utc>,
+    pub start_ticks: i64,
+    pub parent_process_id: Option<Uuid>,
+    pub properties: Vec<(String, String)>,
+}
+
+impl RawProcess {
+    pub fn from_info(info: &ProcessInfo) -> Self {
+        let mut properties: Vec<_> = info
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        properties.sort();
+        Self {
+            process_id: info.process_id,
+            exe: info.exe.clone(),
+            username: info.username.clone(),
+            realname: info.realname.clone(),
+            computer: info.computer.clone(),
+            distro: info.distro.clone(),
+            cpu_brand: info.cpu_brand.clone(),
+            tsc_frequency: info.tsc_frequency,
+            start_time: info.start_time,
+            start_ticks: info.start_ticks,
+            parent_process_id: info.parent_process_id,
+            properties,
+        }
+    }
+}
+
+/// A `streams` row.
+#[derive(Debug, Clone)]
+pub struct RawStream {
+    pub stream_id: Uuid,
+    pub process_id: Uuid,
+    pub dependencies_metadata: Vec<u8>,
+    pub objects_metadata: Vec<u8>,
+    pub tags: Vec<String>,
+    pub properties: Vec<(String, String)>,
+}
+
+impl RawStream {
+    pub fn layout(&self) -> StreamLayout {
+        StreamLayout::from_cbor(&self.dependencies_metadata, &self.objects_metadata).unwrap()
+    }
+}
+
+/// A `blocks` row and its blob.
+#[derive(Debug, Clone)]
+pub struct RawBlock {
+    pub block_id: Uuid,
+    pub stream_id: Uuid,
+    pub process_id: Uuid,
+    pub begin_time: DateTime<Utc>,
+    pub begin_ticks: i64,
+    pub end_time: DateTime<Utc>,
+    pub end_ticks: i64,
+    pub nb_objects: i32,
+    pub object_offset: i64,
+    /// The stored blob: CBOR `BlockPayload`.
+    pub payload: Vec<u8>,
+}
+
+/// One recorded process: its rows and blobs.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub process: RawProcess,
+    pub streams: Vec<RawStream>,
+    pub blocks: Vec<RawBlock>,
+}
+
+impl Recording {
+    pub fn stream(&self, id: Uuid) -> &RawStream {
+        self.streams.iter().find(|s| s.stream_id == id).unwrap()
+    }
+
+    /// The process's converter, estimating the frequency from its latest block if needed.
+    pub fn converter(&self) -> TickConverter {
+        let latest = LatestTiming {
+            end_ticks: self.blocks.iter().map(|b| b.end_ticks).max().unwrap(),
+            end_time_ns: self
+                .blocks
+                .iter()
+                .map(|b| b.end_time.timestamp_nanos_opt().unwrap())
+                .max()
+                .unwrap(),
+        };
+        TickConverter::new(
+            self.process.start_ticks,
+            self.process.start_time.timestamp_nanos_opt().unwrap(),
+            self.process.tsc_frequency,
+            Some(latest),
+        )
+        .unwrap()
+    }
+
+    /// Decodes every block with our decoder into one batch per block.
+    pub fn decode(&self, columns: ColumnSet, filter: &RowFilter) -> Vec<RecordBatch> {
+        let clock = self.converter();
+        let mut decoder = AsyncEventDecoder::new();
+        let mut out = EventBatchBuilder::new(columns);
+        let needs_deps = AsyncEventDecoder::needs_dependencies(&out, filter);
+        self.blocks
+            .iter()
+            .map(|b| {
+                let layout = self.stream(b.stream_id).layout();
+                let block = DecompressedBlock::from_blob(&b.payload, needs_deps).unwrap();
+                let (sid, bid) = (b.stream_id.to_string(), b.block_id.to_string());
+                let ids = BlockIds {
+                    stream_id: &sid,
+                    block_id: &bid,
+                };
+                decoder
+                    .decode(&layout, &block, ids, &clock, filter, &mut out)
+                    .unwrap();
+                out.finish().unwrap()
+            })
+            .collect()
+    }
+}
+
+/// CBOR of a metadata list, as ingestion stores it.
+pub fn encode_udts<T: serde::Serialize>(udts: &[T]) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(udts, &mut out).unwrap();
+    out
+}
+
+/// The metadata of a 0.33 thread stream, from micromegas-telemetry-sink's own builder.
+pub fn thread_metadata(process_id: Uuid) -> (Vec<u8>, Vec<u8>) {
+    let stream = ThreadStream::new(1024, process_id, &["cpu".to_string()], HashMap::new());
+    let info = micromegas_telemetry_sink::stream_info::make_stream_info(&stream);
+    (
+        encode_udts(&info.dependencies_metadata),
+        encode_udts(&info.objects_metadata),
+    )
+}
+
+/// A 0.33 thread stream row.
+pub fn thread_stream(
+    process_id: Uuid,
+    stream_id: Uuid,
+    properties: &HashMap<String, String>,
+) -> RawStream {
+    let (deps, objs) = thread_metadata(process_id);
+    let mut properties: Vec<_> = properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    properties.sort();
+    RawStream {
+        stream_id,
+        process_id,
+        dependencies_metadata: deps,
+        objects_metadata: objs,
+        tags: vec!["cpu".into()],
+        properties,
+    }
+}
+
+/// A closed 0.33 thread block encoded by micromegas's sink (`encode_bin`), then stored the way
+/// micromegas's ingestion stores it: the payload re-encoded alone, the rest in the row.
+pub fn encode_thread_block(block: &ThreadBlock, process: &ProcessInfo) -> RawBlock {
+    let wire = block.encode_bin(process).unwrap();
+    from_wire_block(&wire)
+}
+
+/// The row and blob of a CBOR `Block` as sent to ingestion.
+pub fn from_wire_block(wire: &[u8]) -> RawBlock {
+    let block: micromegas_telemetry::block_wire_format::Block =
+        ciborium::de::from_reader(wire).unwrap();
+    let payload = micromegas_telemetry::wire_format::encode_cbor(&block.payload).unwrap();
+    let parse = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    RawBlock {
+        block_id: block.block_id,
+        stream_id: block.stream_id,
+        process_id: block.process_id,
+        begin_time: parse(&block.begin_time),
+        begin_ticks: block.begin_ticks,
+        end_time: parse(&block.end_time),
+        end_ticks: block.end_ticks,
+        nb_objects: block.nb_objects,
+        object_offset: block.object_offset,
+        payload,
+    }
+}

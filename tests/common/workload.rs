@@ -1,0 +1,114 @@
+//! A real instrumented tokio program: a multi-thread runtime with `with_tracing_callbacks()`
+//! running `#[span_fn]` async functions nested three deep, named, dynamically named and tagged
+//! spans, `spawn_with_context`, plain `tokio::spawn`, sync spans in the same threads, and a future
+//! dropped before it completes. Tests that run it share the global dispatch: `#[serial]`.
+
+use super::producer::{RawProcess, Recording, encode_thread_block, thread_stream};
+use micromegas_tracing::prelude::*;
+use std::time::Duration;
+
+/// Line of the `#[span_fn]` attribute of each function (what the producer records).
+pub const LEAF_LINE: u32 = line!() + 1;
+#[span_fn]
+pub async fn leaf(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+pub const MIDDLE_LINE: u32 = line!() + 1;
+#[span_fn]
+pub async fn middle() {
+    leaf(2).await;
+    leaf(1).await;
+}
+
+pub const TOP_LINE: u32 = line!() + 1;
+#[span_fn]
+pub async fn top(i: u32) {
+    middle().await;
+    instrument_named!(leaf(1), "named_leaf").await;
+    span_async_named_dyn!(format!("dyn_{i}"), async { leaf(1).await }).await;
+    spawn_with_context(leaf(1)).await.unwrap();
+    // Created here, in `top`'s context, then run elsewhere: keeps top as its parent.
+    tokio::spawn(leaf(1)).await.unwrap();
+    // Created inside a plain spawned task: a root.
+    tokio::spawn(async { leaf(1).await }).await.unwrap();
+    static_span_desc!(TAGGED, "tagged_work");
+    let rows = async { 3usize }
+        .instrument_with(&TAGGED, |out, span| span.set_property("rows", *out))
+        .await;
+    assert_eq!(rows, 3);
+    instrument_named!(leaf(1), "named_tagged", |_, span| span
+        .set_property("kind", "x"))
+    .await;
+    {
+        span_scope!("sync_work");
+        std::hint::black_box(i);
+    }
+    // Dropped before completion: begin without end.
+    let dropped = tokio::time::timeout(Duration::from_millis(1), leaf(200)).await;
+    assert!(dropped.is_err());
+}
+
+pub fn leaf_name() -> &'static str {
+    concat!(module_path!(), "::leaf")
+}
+pub fn middle_name() -> &'static str {
+    concat!(module_path!(), "::middle")
+}
+pub fn top_name() -> &'static str {
+    concat!(module_path!(), "::top")
+}
+pub fn target() -> &'static str {
+    module_path!()
+}
+pub fn file() -> &'static str {
+    file!()
+}
+
+/// Spans one `top(i)` creates: top, middle, 2 leaves in middle, named_leaf and its leaf, dyn_i
+/// and its leaf, the spawn_with_context leaf, the two plain-spawn leaves, tagged_work,
+/// named_tagged and its leaf, and the dropped leaf.
+pub const SPANS_PER_TOP: usize = 15;
+/// Spans that never end per `top(i)`: the dropped leaf.
+pub const UNFINISHED_PER_TOP: usize = 1;
+/// Sync spans per `top(i)`.
+pub const SYNC_SPANS_PER_TOP: usize = 1;
+
+/// Runs `tops` instances of `top` concurrently on a 2-worker runtime, recording into
+/// micromegas's in-memory sink with its 1 KiB thread buffers (many small blocks).
+pub fn record_workload(tops: u32) -> Recording {
+    let guard = micromegas_tracing::test_utils::init_in_memory_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .with_tracing_callbacks()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let handles: Vec<_> = (0..tops).map(|i| tokio::spawn(top(i))).collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    drop(rt);
+    let state = guard.sink.state.lock().unwrap();
+    let info = state.process_info.clone().unwrap();
+    let streams = state
+        .thread_stream_descs
+        .iter()
+        .map(|d| thread_stream(d.process_id, d.stream_id, &d.properties))
+        .collect();
+    let blocks = state
+        .thread_blocks
+        .iter()
+        .map(|b| encode_thread_block(b, &info))
+        .collect();
+    let recording = Recording {
+        process: RawProcess::from_info(&info),
+        streams,
+        blocks,
+    };
+    drop(state);
+    drop(guard);
+    recording
+}
