@@ -228,6 +228,40 @@ impl EventBatchBuilder {
         Ok(())
     }
 
+    /// Reserves room for `rows` more rows in the requested columns.
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        let c = self.columns;
+        let reserve = |v: &mut Vec<i32>, col: Column| {
+            if c.contains(col) {
+                v.reserve(rows)
+            }
+        };
+        reserve(&mut self.stream_id.keys, Column::StreamId);
+        reserve(&mut self.block_id.keys, Column::BlockId);
+        reserve(&mut self.event_type, Column::EventType);
+        reserve(&mut self.name, Column::Name);
+        reserve(&mut self.filename, Column::Filename);
+        reserve(&mut self.target, Column::Target);
+        for (v, col) in [
+            (&mut self.time, Column::Time),
+            (&mut self.span_id, Column::SpanId),
+            (&mut self.parent_span_id, Column::ParentSpanId),
+        ] {
+            if c.contains(col) {
+                v.reserve(rows);
+            }
+        }
+        for (v, col) in [
+            (&mut self.depth, Column::Depth),
+            (&mut self.hash, Column::Hash),
+            (&mut self.line, Column::Line),
+        ] {
+            if c.contains(col) {
+                v.reserve(rows);
+            }
+        }
+    }
+
     /// Removes the rows added after the first `len` (used when a block fails half way).
     pub(crate) fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);

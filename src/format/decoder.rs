@@ -11,10 +11,9 @@ use super::builder::EventBatchBuilder;
 use super::dependencies::{Dependencies, Entry, IdMap, dangling, read_u32, read_u64};
 use super::error::{FormatError, FormatResult};
 use super::hash::scope_hash;
-use super::layout::{
-    AsyncEventLayout, EventType, ObjectKind, RecordSize, ScopeSource, StreamLayout,
-};
-use super::payload::{BlockPayload, decompress_frame};
+use super::layout::{AsyncEventLayout, EventType, ScopeSource, Slot, StreamLayout};
+use super::lz4::{decompress_frame, decompress_frame_into};
+use super::payload::{BlockPayload, PayloadView};
 use super::schema::Column;
 use super::ticks::TickConverter;
 use datafusion::arrow::error::ArrowError;
@@ -127,7 +126,8 @@ pub struct DecodeSummary {
     pub events: usize,
     /// Rows appended.
     pub rows: usize,
-    /// Time of the first and last appended rows.
+    /// Time of the first appended row (times are only known when the `time` column is built
+    /// or filtered on; otherwise they read as 0).
     pub first_time: Option<i64>,
     /// Time of the last appended row.
     pub last_time: Option<i64>,
@@ -153,9 +153,15 @@ pub struct AsyncEventDecoder {
     dependencies: Dependencies,
     descriptions: IdMap<u64, Scope>,
     named: IdMap<(u64, u64), Scope>,
+    /// Direct-mapped cache in front of `descriptions` (most events name a few descriptions).
+    recent: [Option<(u64, Scope)>; RECENT],
+    /// Decompression buffers reused from block to block.
+    dependencies_buf: Vec<u8>,
+    objects_buf: Vec<u8>,
 }
 
 const OBJECTS: &str = "objects";
+const RECENT: usize = 32;
 
 fn arrow_err(e: ArrowError) -> FormatError {
     FormatError::MalformedRecord {
@@ -177,7 +183,43 @@ impl AsyncEventDecoder {
         out.columns().iter().any(Column::needs_dependencies) || filter.needs_strings()
     }
 
-    /// Appends the async events of one block that pass `filter` to `out`.
+    /// Appends the async events of a stored blob (CBOR, then LZ4) that pass `filter` to `out`,
+    /// decompressing into the decoder's own reused buffers. The dependencies buffer is only
+    /// decompressed when the columns or the filter need strings.
+    ///
+    /// On error, `out` is left as it was before the call.
+    pub fn decode_blob(
+        &mut self,
+        layout: &StreamLayout,
+        blob: &[u8],
+        ids: BlockIds<'_>,
+        clock: &TickConverter,
+        filter: &RowFilter,
+        out: &mut EventBatchBuilder,
+    ) -> FormatResult<DecodeSummary> {
+        let payload = PayloadView::parse(blob)?;
+        let mut objects = std::mem::take(&mut self.objects_buf);
+        let mut deps = std::mem::take(&mut self.dependencies_buf);
+        let result = (|| {
+            let n = decompress_frame_into(&payload.objects, &mut objects, "objects")?;
+            let deps_len = if Self::needs_dependencies(out, filter) {
+                Some(decompress_frame_into(
+                    &payload.dependencies,
+                    &mut deps,
+                    "dependencies",
+                )?)
+            } else {
+                None
+            };
+            let deps = deps_len.map(|len| &deps[..len]);
+            self.decode_buffers(layout, deps, &objects[..n], ids, clock, filter, out)
+        })();
+        self.objects_buf = objects;
+        self.dependencies_buf = deps;
+        result
+    }
+
+    /// Appends the async events of a decompressed block that pass `filter` to `out`.
     ///
     /// On error, `out` is left as it was before the call.
     pub fn decode(
@@ -189,18 +231,35 @@ impl AsyncEventDecoder {
         filter: &RowFilter,
         out: &mut EventBatchBuilder,
     ) -> FormatResult<DecodeSummary> {
+        let deps = block.dependencies.as_deref();
+        self.decode_buffers(layout, deps, &block.objects, ids, clock, filter, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decode_buffers(
+        &mut self,
+        layout: &StreamLayout,
+        deps: Option<&[u8]>,
+        objects: &[u8],
+        ids: BlockIds<'_>,
+        clock: &TickConverter,
+        filter: &RowFilter,
+        out: &mut EventBatchBuilder,
+    ) -> FormatResult<DecodeSummary> {
         let before = out.len();
-        let result = self.decode_inner(layout, block, ids, clock, filter, out);
+        let result = self.decode_inner(layout, deps, objects, ids, clock, filter, out);
         if result.is_err() {
             out.truncate(before);
         }
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decode_inner(
         &mut self,
         layout: &StreamLayout,
-        block: &DecompressedBlock,
+        deps: Option<&[u8]>,
+        buf: &[u8],
         ids: BlockIds<'_>,
         clock: &TickConverter,
         filter: &RowFilter,
@@ -212,7 +271,7 @@ impl AsyncEventDecoder {
         };
         let with_scope = Self::needs_dependencies(out, filter);
         if with_scope {
-            let deps = block.dependencies.as_deref().ok_or_else(|| {
+            let deps = deps.ok_or_else(|| {
                 FormatError::Metadata("the dependencies buffer was not decompressed".into())
             })?;
             self.dependencies.read(layout, deps)?;
@@ -233,44 +292,51 @@ impl AsyncEventDecoder {
         let want_target = cols.contains(Column::Target);
         let want_line = cols.contains(Column::Line);
         let want_properties = cols.contains(Column::Properties);
+        let need_time = want_time || filter.time.is_some();
+        self.recent.fill(None);
 
-        let buf = block.objects.as_slice();
+        out.reserve(buf.len() / 48);
+        let type_name = |index: u8| -> &str {
+            layout
+                .objects
+                .get(usize::from(index))
+                .map_or("?", |t| t.name.as_str())
+        };
         let mut pos = 0usize;
         let mut last_time = i64::MIN;
         while pos < buf.len() {
             let record_start = pos;
             let index = buf[pos];
-            let ty =
-                layout
-                    .objects
-                    .get(usize::from(index))
-                    .ok_or(FormatError::UnknownTypeIndex {
-                        buffer: OBJECTS,
-                        index,
-                        offset: pos,
-                        known: layout.objects.len(),
-                    })?;
+            let Some(&slot) = layout.slots.get(usize::from(index)) else {
+                return Err(FormatError::UnknownTypeIndex {
+                    buffer: OBJECTS,
+                    index,
+                    offset: pos,
+                    known: layout.objects.len(),
+                });
+            };
             pos += 1;
-            let size = match ty.size {
-                RecordSize::Fixed(n) => n,
-                RecordSize::Dynamic => match read_u32(buf, pos) {
+            let size = if slot.dynamic {
+                match read_u32(buf, pos) {
                     Some(n) => {
                         pos += 4;
                         n as usize
                     }
                     None => {
                         return Err(truncated(
-                            ty.name.as_str(),
+                            type_name(index),
                             record_start,
                             4,
                             buf.len() - pos,
                         ));
                     }
-                },
+                }
+            } else {
+                slot.size as usize
             };
-            let Some(record) = buf.get(pos..).and_then(|rest| rest.get(..size)) else {
+            let Some(record) = buf.get(pos..pos.saturating_add(size)) else {
                 return Err(truncated(
-                    ty.name.as_str(),
+                    type_name(index),
                     record_start,
                     size,
                     buf.len() - pos,
@@ -278,7 +344,10 @@ impl AsyncEventDecoder {
             };
             pos += size;
             summary.objects += 1;
-            let ObjectKind::Async(l) = &ty.kind else {
+            if slot.async_index == Slot::SKIP {
+                continue;
+            }
+            let Some(l) = layout.async_layouts.get(usize::from(slot.async_index)) else {
                 continue;
             };
             summary.events += 1;
@@ -309,12 +378,16 @@ impl AsyncEventDecoder {
             {
                 continue;
             }
-            let time = clock.ticks_to_ns(read_u64(record, l.time) as i64);
+            let time = if need_time {
+                clock.ticks_to_ns(read_u64(record, l.time) as i64)
+            } else {
+                0
+            };
             if filter.time.is_some_and(|(lo, hi)| time < lo || time > hi) {
                 continue;
             }
             let scope = if with_scope {
-                let scope = self.scope(ty.name.as_str(), l, record, filter, out)?;
+                let scope = self.scope(type_name(index), l, record, filter, out)?;
                 if !scope.keep {
                     continue;
                 }
@@ -325,7 +398,7 @@ impl AsyncEventDecoder {
 
             // The row is kept: fill the requested columns.
             if want_properties {
-                self.push_properties(ty.name.as_str(), l, record, out)?;
+                self.push_properties(type_name(index), l, record, out)?;
             }
             out.push_ids();
             if want_time {
@@ -385,7 +458,14 @@ impl AsyncEventDecoder {
         match l.scope {
             ScopeSource::Description { desc } => {
                 let id = read_u64(record, desc);
+                let slot = ((id >> 3) ^ (id >> 11)) as usize % RECENT;
+                if let Some((cached, scope)) = self.recent[slot]
+                    && cached == id
+                {
+                    return Ok(scope);
+                }
                 if let Some(s) = self.descriptions.get(&id) {
+                    self.recent[slot] = Some((id, *s));
                     return Ok(*s);
                 }
                 let (name, target, file, line) = match self.dependencies.lookup(id) {

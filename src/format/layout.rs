@@ -127,6 +127,21 @@ pub(crate) struct DependencyType {
     pub kind: DependencyKind,
 }
 
+/// What the record walk needs of a type index, packed small: framing and, for async events,
+/// the index of their layout in [`StreamLayout::async_layouts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// Fixed payload size (ignored when `dynamic`).
+    pub size: u32,
+    pub dynamic: bool,
+    /// Index into `async_layouts`, or [`Slot::SKIP`].
+    pub async_index: u8,
+}
+
+impl Slot {
+    pub const SKIP: u8 = u8::MAX;
+}
+
 /// A stream's metadata compiled for the async-event decoder.
 ///
 /// Built once per stream from `streams.dependencies_metadata` and `streams.objects_metadata`;
@@ -136,6 +151,9 @@ pub struct StreamLayout {
     pub(crate) objects: Vec<ObjectType>,
     pub(crate) dependencies: Vec<DependencyType>,
     pub(crate) property: Option<PropertyLayout>,
+    /// One per type index that a record can have (at most 256).
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) async_layouts: Vec<AsyncEventLayout>,
 }
 
 impl StreamLayout {
@@ -167,10 +185,42 @@ impl StreamLayout {
             }),
             None => None,
         };
+        let mut async_layouts = Vec::new();
+        let mut slots = Vec::with_capacity(objects_out.len().min(256));
+        for ty in objects_out.iter().take(256) {
+            let (size, dynamic) = match ty.size {
+                RecordSize::Fixed(n) => (
+                    u32::try_from(n).map_err(|_| {
+                        FormatError::Metadata(format!("type {} has a size of {n} bytes", ty.name))
+                    })?,
+                    false,
+                ),
+                RecordSize::Dynamic => (0, true),
+            };
+            let async_index = match &ty.kind {
+                ObjectKind::Skip => Slot::SKIP,
+                ObjectKind::Async(l) => {
+                    if async_layouts.len() >= usize::from(Slot::SKIP) {
+                        return Err(FormatError::Metadata(
+                            "more than 254 async event types".into(),
+                        ));
+                    }
+                    async_layouts.push(l.clone());
+                    (async_layouts.len() - 1) as u8
+                }
+            };
+            slots.push(Slot {
+                size,
+                dynamic,
+                async_index,
+            });
+        }
         Ok(Self {
             objects: objects_out,
             dependencies: deps_out,
             property,
+            slots,
+            async_layouts,
         })
     }
 

@@ -11,6 +11,7 @@ mod dependencies;
 mod error;
 mod hash;
 mod layout;
+mod lz4;
 mod metadata;
 mod payload;
 mod schema;
@@ -21,7 +22,8 @@ pub use decoder::{AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock,
 pub use error::{FormatError, FormatResult};
 pub use hash::scope_hash;
 pub use layout::{EventType, StreamLayout};
+pub use lz4::decompress_frame;
 pub use metadata::{Member, UserDefinedType, encode_udt_list, parse_udt_list};
-pub use payload::{BlockPayload, compress_frame, decompress_frame};
+pub use payload::{BlockPayload, PayloadView, compress_frame};
 pub use schema::{Column, ColumnSet, async_events_schema, column_type, projected_schema};
 pub use ticks::{LatestTiming, TickConverter};

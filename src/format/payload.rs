@@ -6,8 +6,9 @@
 use super::error::{FormatError, FormatResult};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use std::borrow::Cow;
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 
 /// The two compressed buffers of one block, as stored in the object store.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -67,6 +68,85 @@ fn byte_buf<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Er
     deserializer.deserialize_byte_buf(ByteBufVisitor)
 }
 
+/// The two compressed buffers of a stored blob, borrowed from it when the blob uses the
+/// current encoding (definite-length byte strings), owned when it had to be converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadView<'a> {
+    /// LZ4 frame of the dependencies buffer.
+    pub dependencies: Cow<'a, [u8]>,
+    /// LZ4 frame of the objects buffer.
+    pub objects: Cow<'a, [u8]>,
+}
+
+impl<'a> PayloadView<'a> {
+    /// Reads a stored blob. The common encoding (a map of two byte strings) is read in place,
+    /// without copying; anything else (legacy integer arrays, indefinite lengths, extra keys)
+    /// goes through the general CBOR reader.
+    pub fn parse(blob: &'a [u8]) -> FormatResult<Self> {
+        if let Some(view) = Self::parse_in_place(blob) {
+            return Ok(view);
+        }
+        let owned = BlockPayload::from_cbor(blob)?;
+        Ok(Self {
+            dependencies: Cow::Owned(owned.dependencies),
+            objects: Cow::Owned(owned.objects),
+        })
+    }
+
+    fn parse_in_place(blob: &'a [u8]) -> Option<Self> {
+        let (&header, mut rest) = blob.split_first()?;
+        if header != 0xA2 {
+            return None;
+        }
+        let (mut dependencies, mut objects) = (None, None);
+        for _ in 0..2 {
+            let (key, after_key) = cbor_item(rest, 3)?;
+            let (value, after_value) = cbor_item(after_key, 2)?;
+            match key {
+                b"dependencies" if dependencies.is_none() => dependencies = Some(value),
+                b"objects" if objects.is_none() => objects = Some(value),
+                _ => return None,
+            }
+            rest = after_value;
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        Some(Self {
+            dependencies: Cow::Borrowed(dependencies?),
+            objects: Cow::Borrowed(objects?),
+        })
+    }
+}
+
+/// A definite-length CBOR string of major type `major` (2 = bytes, 3 = text): its content and
+/// what follows it.
+fn cbor_item(data: &[u8], major: u8) -> Option<(&[u8], &[u8])> {
+    let (&head, rest) = data.split_first()?;
+    if head >> 5 != major {
+        return None;
+    }
+    let (len, rest) = match head & 0x1F {
+        n @ 0..=23 => (u64::from(n), rest),
+        24 => (u64::from(*rest.first()?), rest.get(1..)?),
+        25 => (
+            u64::from(u16::from_be_bytes(*rest.first_chunk::<2>()?)),
+            rest.get(2..)?,
+        ),
+        26 => (
+            u64::from(u32::from_be_bytes(*rest.first_chunk::<4>()?)),
+            rest.get(4..)?,
+        ),
+        27 => (
+            u64::from_be_bytes(*rest.first_chunk::<8>()?),
+            rest.get(8..)?,
+        ),
+        _ => return None,
+    };
+    let len = usize::try_from(len).ok()?;
+    Some((rest.get(..len)?, rest.get(len..)?))
+}
+
 impl BlockPayload {
     /// Decodes the CBOR blob stored at `blobs/{process_id}/{stream_id}/{block_id}`.
     pub fn from_cbor(blob: &[u8]) -> FormatResult<Self> {
@@ -103,20 +183,6 @@ impl BlockPayload {
     }
 }
 
-/// Decompresses one LZ4 frame into `out` (cleared first), reusing its allocation.
-///
-/// `buffer` names the buffer (`dependencies` or `objects`) in errors.
-pub fn decompress_frame(frame: &[u8], out: &mut Vec<u8>, buffer: &'static str) -> FormatResult<()> {
-    out.clear();
-    lz4_flex::frame::FrameDecoder::new(frame)
-        .read_to_end(out)
-        .map_err(|e| FormatError::Lz4 {
-            buffer,
-            detail: e.to_string(),
-        })?;
-    Ok(())
-}
-
 /// Compresses `data` as an LZ4 frame with the options micromegas's producer uses: 64 KiB linked
 /// blocks with block and content checksums.
 pub fn compress_frame(data: &[u8]) -> Vec<u8> {
@@ -148,8 +214,12 @@ mod tests {
         assert_eq!(blob[0], 0xA2, "a CBOR map of two entries");
         let back = BlockPayload::from_cbor(&blob).unwrap();
         assert_eq!(back, payload);
+        let view = PayloadView::parse(&blob).unwrap();
+        assert!(matches!(view.objects, Cow::Borrowed(_)), "read in place");
+        assert_eq!(view.objects.as_ref(), payload.objects.as_slice());
+        assert_eq!(view.dependencies.as_ref(), payload.dependencies.as_slice());
         let mut out = Vec::new();
-        decompress_frame(&back.objects, &mut out, "objects").unwrap();
+        super::super::lz4::decompress_frame(&back.objects, &mut out, "objects").unwrap();
         assert_eq!(out, vec![7u8; 100_000]);
         assert_eq!(
             &back.objects[..4],
@@ -179,6 +249,8 @@ mod tests {
         let back = BlockPayload::from_cbor(&blob).unwrap();
         assert_eq!(back.dependencies, vec![1, 2, 3, 250]);
         assert!(back.objects.is_empty());
+        let view = PayloadView::parse(&blob).unwrap();
+        assert_eq!(view.dependencies.as_ref(), &[1, 2, 3, 250]);
     }
 
     #[test]
@@ -186,9 +258,11 @@ mod tests {
         for blob in [&b""[..], b"\xff\xff", b"\xa2\x63abc", b"\x80"] {
             let err = BlockPayload::from_cbor(blob).unwrap_err();
             assert!(matches!(err, FormatError::Cbor { .. }), "{err}");
+            assert!(PayloadView::parse(blob).is_err());
         }
-        let mut out = Vec::new();
-        let err = decompress_frame(b"\x04\x22\x4d\x18garbage", &mut out, "objects").unwrap_err();
-        assert!(err.to_string().contains("objects"), "{err}");
+        // A byte string claiming more bytes than the blob holds.
+        let mut blob = BlockPayload::compress(b"d", b"o").to_cbor();
+        blob.truncate(blob.len() - 2);
+        assert!(PayloadView::parse(&blob).is_err());
     }
 }

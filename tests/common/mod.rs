@@ -2,7 +2,9 @@
 //! encoded the way micromegas's sink and ingestion store them.
 #![allow(dead_code)]
 
+pub mod lakes;
 pub mod producer;
+pub mod realistic;
 pub mod reference;
 pub mod scripted;
 pub mod workload;

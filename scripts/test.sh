@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. The PostgreSQL tests use the server in ASYNC_EVENTS_TEST_POSTGRES
+# (a postgres:// URL of a user allowed to create databases); without it, a throwaway server is
+# started from the machine's PostgreSQL binaries and stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${ASYNC_EVENTS_TEST_POSTGRES:-}" ]; then
+  eval "$(scripts/pg-server.sh start)"
+  trap 'scripts/pg-server.sh stop "$PG_DIR"' EXIT
+fi
+cargo test "$@"

@@ -1,0 +1,101 @@
+//! The crate's error: every variant names the process, stream or block at fault.
+
+use crate::format::FormatError;
+use uuid::Uuid;
+
+/// Errors of the lake, the recorder and the DataFusion integration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No process with this id in the lake.
+    #[error("process {process_id} is not in the lake")]
+    UnknownProcess {
+        /// The process id that was asked for.
+        process_id: Uuid,
+    },
+    /// A block's bytes could not be decoded.
+    #[error("block {block_id} of stream {stream_id} (process {process_id}): {source}")]
+    Block {
+        /// Process of the block.
+        process_id: Uuid,
+        /// Stream of the block.
+        stream_id: Uuid,
+        /// The block at fault.
+        block_id: Uuid,
+        /// What is wrong with it.
+        source: FormatError,
+    },
+    /// A stream's transit metadata could not be compiled.
+    #[error("stream {stream_id} (process {process_id}): {source}")]
+    StreamMetadata {
+        /// Process of the stream.
+        process_id: Uuid,
+        /// The stream at fault.
+        stream_id: Uuid,
+        /// What is wrong with its metadata.
+        source: FormatError,
+    },
+    /// The process's clock cannot convert ticks to time.
+    #[error("process {process_id}: {source}")]
+    Clock {
+        /// The process at fault.
+        process_id: Uuid,
+        /// Why.
+        source: FormatError,
+    },
+    /// A block row whose blob is not in the object store.
+    #[error(
+        "blob of block {block_id} of stream {stream_id} (process {process_id}) is missing from the object store at {path}"
+    )]
+    MissingBlob {
+        /// Process of the block.
+        process_id: Uuid,
+        /// Stream of the block.
+        stream_id: Uuid,
+        /// The block whose blob is missing.
+        block_id: Uuid,
+        /// Key of the blob in the store.
+        path: String,
+    },
+    /// The object store failed.
+    #[error("object store: {context}: {source}")]
+    ObjectStore {
+        /// What was being done (names the object).
+        context: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// The metadata database failed.
+    #[error("metadata database: {context}: {source}")]
+    Database {
+        /// What was being done.
+        context: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The metadata database could not be reached.
+    #[error("cannot connect to the metadata database {url}: {detail}")]
+    Unreachable {
+        /// The database URL, without its password.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The database holds tables that are not a micromegas telemetry schema this crate reads.
+    #[error("unsupported metadata schema: {0}")]
+    Schema(String),
+    /// A configuration value (URL, environment variable) is not usable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A metadata row has a value this crate cannot use.
+    #[error("bad metadata row: {0}")]
+    BadRow(String),
+}
+
+/// Result of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        datafusion::error::DataFusionError::External(Box::new(e))
+    }
+}
