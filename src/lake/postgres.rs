@@ -630,7 +630,7 @@ async fn detect(conn: &mut sqlx::PgConnection) -> Result<Option<PgSchema>> {
             .collect();
         if !missing.is_empty() {
             return Err(Error::Schema(format!(
-                "table {table} lacks column(s) {}",
+                "table {table} lacks column(s) {}: not a micromegas telemetry database",
                 missing.join(", ")
             )));
         }

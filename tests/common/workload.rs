@@ -74,10 +74,10 @@ pub const UNFINISHED_PER_TOP: usize = 1;
 /// Sync spans per `top(i)`.
 pub const SYNC_SPANS_PER_TOP: usize = 1;
 
-/// Runs `tops` instances of `top` concurrently on a 2-worker runtime, recording into
-/// micromegas's in-memory sink with its 1 KiB thread buffers (many small blocks).
-pub fn record_workload(tops: u32) -> Recording {
-    let guard = micromegas_tracing::test_utils::init_in_memory_tracing();
+/// Runs `tops` instances of `top` concurrently on a 2-worker runtime built with
+/// `with_tracing_callbacks()`, under whatever dispatch is initialized; returns when the workers
+/// have stopped (and flushed their streams).
+pub fn run_workload(tops: u32) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -91,6 +91,18 @@ pub fn record_workload(tops: u32) -> Recording {
         }
     });
     drop(rt);
+}
+
+/// The async events `tops` instances of `top` emit: two per span, but for the dropped ones.
+pub fn emitted_events(tops: u32) -> usize {
+    tops as usize * (2 * SPANS_PER_TOP - UNFINISHED_PER_TOP)
+}
+
+/// Runs the workload recording into micromegas's in-memory sink with its 1 KiB thread buffers
+/// (many small blocks).
+pub fn record_workload(tops: u32) -> Recording {
+    let guard = micromegas_tracing::test_utils::init_in_memory_tracing();
+    run_workload(tops);
     let state = guard.sink.state.lock().unwrap();
     let info = state.process_info.clone().unwrap();
     let streams = state
