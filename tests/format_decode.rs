@@ -313,9 +313,7 @@ fn tokio_workload_decodes_like_micromegas_transit() {
     let rec = record_workload(tops);
     assert!(rec.blocks.len() > 10, "1 KiB buffers give many blocks");
     let events = assert_same_as_transit(&rec);
-    let spans = tops as usize * workload::SPANS_PER_TOP;
-    let unfinished = tops as usize * workload::UNFINISHED_PER_TOP;
-    assert_eq!(events, 2 * spans - unfinished);
+    assert_eq!(events, workload::emitted_events(tops));
 }
 
 #[test]
@@ -338,7 +336,7 @@ fn tokio_workload_has_the_structure_the_program_created() {
         .collect();
     assert_eq!(
         begins.len(),
-        tops as usize * workload::SPANS_PER_TOP,
+        workload::spans(tops),
         "one begin per span"
     );
     assert_eq!(
@@ -418,7 +416,13 @@ fn tokio_workload_has_the_structure_the_program_created() {
             "<root>".to_string()
         } else {
             let p = begins[&l.parent_span_id];
-            assert_eq!(l.depth, p.depth + 1, "leaf created in its parent's context");
+            if p.name == workload::handed_name() {
+                // Created at the root, polled inside `wrapper`: the child is deeper than its
+                // parent's depth + 1.
+                assert_eq!((p.depth, l.depth), (0, 2));
+            } else {
+                assert_eq!(l.depth, p.depth + 1, "leaf created in its parent's context");
+            }
             if p.name.starts_with("dyn_") {
                 "dyn".into()
             } else {
@@ -433,10 +437,17 @@ fn tokio_workload_has_the_structure_the_program_created() {
         ((workload::middle_name().to_string(), 2), 2 * n),
         (("dyn".to_string(), 2), n),
         ((workload::top_name().to_string(), 1), 5 * n),
+        ((workload::handed_name().to_string(), 2), n),
     ]
     .into_iter()
     .collect();
     assert_eq!(leaf_parents, want);
+    for h in by_name(workload::handed_name()) {
+        assert_eq!((h.depth, h.parent_span_id, h.line), (0, 0, workload::HANDED_LINE));
+    }
+    for w in by_name(workload::wrapper_name()) {
+        assert_eq!((w.depth, w.parent_span_id), (0, 0));
+    }
     // Named, dynamically named and tagged spans.
     assert_eq!(by_name("named_leaf").len(), n);
     assert_eq!(by_name("named_tagged").len(), n);

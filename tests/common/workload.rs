@@ -49,6 +49,27 @@ pub async fn top(i: u32) {
     assert!(dropped.is_err());
 }
 
+pub const HANDED_LINE: u32 = line!() + 1;
+#[span_fn]
+pub async fn handed() {
+    leaf(1).await;
+}
+
+/// Awaits a future that was created elsewhere: `handed()` is created at the root (depth 0) but
+/// polled inside `wrapper`, so the leaf it creates gets depth 2 with `handed` (depth 0) as its
+/// parent: `child.depth = parent.depth + 1` does not hold.
+#[span_fn]
+pub async fn wrapper(f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+    f.await;
+}
+
+pub fn handed_name() -> &'static str {
+    concat!(module_path!(), "::handed")
+}
+pub fn wrapper_name() -> &'static str {
+    concat!(module_path!(), "::wrapper")
+}
+
 pub fn leaf_name() -> &'static str {
     concat!(module_path!(), "::leaf")
 }
@@ -69,6 +90,8 @@ pub fn file() -> &'static str {
 /// and its leaf, the spawn_with_context leaf, the two plain-spawn leaves, tagged_work,
 /// named_tagged and its leaf, and the dropped leaf.
 pub const SPANS_PER_TOP: usize = 15;
+/// Spans of one handed-future task: wrapper, handed and handed's leaf.
+pub const HANDED_SPANS: usize = 3;
 /// Spans that never end per `top(i)`: the dropped leaf.
 pub const UNFINISHED_PER_TOP: usize = 1;
 /// Sync spans per `top(i)`.
@@ -85,7 +108,10 @@ pub fn run_workload(tops: u32) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let handles: Vec<_> = (0..tops).map(|i| tokio::spawn(top(i))).collect();
+        let mut handles: Vec<_> = (0..tops).map(|i| tokio::spawn(top(i))).collect();
+        for _ in 0..tops {
+            handles.push(tokio::spawn(wrapper(Box::pin(handed()))));
+        }
         for h in handles {
             h.await.unwrap();
         }
@@ -95,7 +121,12 @@ pub fn run_workload(tops: u32) {
 
 /// The async events `tops` instances of `top` emit: two per span, but for the dropped ones.
 pub fn emitted_events(tops: u32) -> usize {
-    tops as usize * (2 * SPANS_PER_TOP - UNFINISHED_PER_TOP)
+    tops as usize * (2 * (SPANS_PER_TOP + HANDED_SPANS) - UNFINISHED_PER_TOP)
+}
+
+/// Spans `tops` instances create (one handed-future task per top).
+pub fn spans(tops: u32) -> usize {
+    tops as usize * (SPANS_PER_TOP + HANDED_SPANS)
 }
 
 /// Runs the workload recording into micromegas's in-memory sink with its 1 KiB thread buffers
