@@ -34,6 +34,24 @@ pub enum Error {
         /// What is wrong with its metadata.
         source: FormatError,
     },
+    /// A thread stream's events are not in time order, although the scan declared it.
+    #[error(
+        "block {block_id} of stream {stream_id} (process {process_id}) has an event at {first} ns, before the last event ({previous_last} ns) of block {previous_block_id} of the same stream: the stream is not in time order"
+    )]
+    OutOfOrder {
+        /// Process of the stream.
+        process_id: Uuid,
+        /// The stream.
+        stream_id: Uuid,
+        /// The block with the early event.
+        block_id: Uuid,
+        /// The block before it.
+        previous_block_id: Uuid,
+        /// Earliest event time of the block.
+        first: i64,
+        /// Latest event time of the previous block.
+        previous_last: i64,
+    },
     /// The process's clock cannot convert ticks to time.
     #[error("process {process_id}: {source}")]
     Clock {

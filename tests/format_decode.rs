@@ -334,11 +334,7 @@ fn tokio_workload_has_the_structure_the_program_created() {
         .filter(|r| r.event_type == "end")
         .map(|r| (r.span_id, r))
         .collect();
-    assert_eq!(
-        begins.len(),
-        workload::spans(tops),
-        "one begin per span"
-    );
+    assert_eq!(begins.len(), workload::spans(tops), "one begin per span");
     assert_eq!(
         all.iter().filter(|r| r.event_type == "begin").count(),
         begins.len(),
@@ -443,7 +439,10 @@ fn tokio_workload_has_the_structure_the_program_created() {
     .collect();
     assert_eq!(leaf_parents, want);
     for h in by_name(workload::handed_name()) {
-        assert_eq!((h.depth, h.parent_span_id, h.line), (0, 0, workload::HANDED_LINE));
+        assert_eq!(
+            (h.depth, h.parent_span_id, h.line),
+            (0, 0, workload::HANDED_LINE)
+        );
     }
     for w in by_name(workload::wrapper_name()) {
         assert_eq!((w.depth, w.parent_span_id), (0, 0));

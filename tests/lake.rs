@@ -1,6 +1,7 @@
 //! Reading and writing lakes: the embedded SQLite lake and a real PostgreSQL server, with
 //! blocks encoded by micromegas's own sink and stored the way its ingestion stores them.
 
+#[macro_use]
 mod common;
 
 use bytes::Bytes;
@@ -20,20 +21,6 @@ use datafusion_async_events::lake::{
 };
 use datafusion_async_events::{Error, Lake};
 use uuid::Uuid;
-
-/// Runs the same test body on the SQLite and the PostgreSQL lake: `name::sqlite`, `name::postgres`.
-macro_rules! on_both {
-    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { run(Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { run(Backend::Postgres).await }
-            async fn run($backend: Backend) $body
-        }
-    )*};
-}
 
 fn expected_block(backend: Backend, b: &common::producer::RawBlock) -> BlockRecord {
     let mut r = block_record(b);

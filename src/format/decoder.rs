@@ -126,11 +126,11 @@ pub struct DecodeSummary {
     pub events: usize,
     /// Rows appended.
     pub rows: usize,
-    /// Time of the first appended row (times are only known when the `time` column is built
-    /// or filtered on; otherwise they read as 0).
-    pub first_time: Option<i64>,
-    /// Time of the last appended row.
-    pub last_time: Option<i64>,
+    /// Earliest time of the appended rows (times are only known when the `time` column is
+    /// built or filtered on; otherwise they read as 0).
+    pub min_time: Option<i64>,
+    /// Latest time of the appended rows.
+    pub max_time: Option<i64>,
     /// Whether the appended rows are in non-decreasing time order.
     pub time_ordered: bool,
 }
@@ -440,8 +440,8 @@ impl AsyncEventDecoder {
                 summary.time_ordered = false;
             }
             last_time = time;
-            summary.first_time.get_or_insert(time);
-            summary.last_time = Some(time);
+            summary.min_time = Some(summary.min_time.map_or(time, |m| m.min(time)));
+            summary.max_time = Some(summary.max_time.map_or(time, |m| m.max(time)));
         }
         Ok(summary)
     }

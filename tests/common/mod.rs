@@ -1,12 +1,28 @@
 //! Fixtures shared by the integration tests: blocks recorded by the real micromegas producers,
 //! encoded the way micromegas's sink and ingestion store them.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+/// Runs the same async test body on the SQLite and the PostgreSQL lake, as `name::sqlite` and
+/// `name::postgres` (use `#[macro_use] mod common;`).
+macro_rules! on_both {
+    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { run(Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { run(Backend::Postgres).await }
+            async fn run($backend: Backend) $body
+        }
+    )*};
+}
 
 pub mod lakes;
 pub mod producer;
 pub mod realistic;
 pub mod reference;
 pub mod scripted;
+pub mod sql;
 pub mod workload;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};

@@ -155,3 +155,18 @@ pub fn record_workload(tops: u32) -> Recording {
     drop(guard);
     recording
 }
+
+/// Instances of `top` in [`shared_recording`].
+pub const SHARED_TOPS: u32 = 20;
+
+/// The workload recorded once per test binary (the dispatch is global: only one recording may
+/// run at a time, and this is the only one in binaries that use it).
+pub fn shared_recording() -> &'static Recording {
+    static RECORDING: std::sync::OnceLock<Recording> = std::sync::OnceLock::new();
+    // On a thread of its own: callers may be inside a tokio runtime, the workload builds one.
+    RECORDING.get_or_init(|| {
+        std::thread::spawn(|| record_workload(SHARED_TOPS))
+            .join()
+            .expect("recording the workload")
+    })
+}

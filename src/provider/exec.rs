@@ -1,0 +1,306 @@
+//! [`AsyncEventsExec`]: the leaf execution plan that reads blocks lazily into Arrow batches.
+//!
+//! One partition per thread stream, blocks in recording order, so each partition is sorted by
+//! `time` (declared when `time` is in the output, and checked while decoding). Nothing happens
+//! before the first poll; a few blocks per partition are fetched ahead; dropping the stream stops
+//! all fetching. `ORDER BY time DESC` makes the partitions read newest blocks first, so that the
+//! TopK dynamic filter can skip the older ones.
+
+use super::ScanOptions;
+use super::plan::{PlannedScan, block_time_bounds};
+use super::predicate::ScanPredicate;
+use super::shared::Registration;
+use super::stream::{PartitionMetrics, partition_stream};
+use crate::format::{Column, ColumnSet};
+use crate::lake::Lake;
+use chrono::DateTime;
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Result;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr, conjunction,
+};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream, SortOrderPushdownResult,
+    apply_expression_roots,
+};
+use std::fmt;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+/// What every clone of a scan shares: the planned blocks and how to read them.
+#[derive(Debug)]
+pub(crate) struct ScanState {
+    pub lake: Lake,
+    pub process_id: Uuid,
+    pub plan: PlannedScan,
+    pub predicate: ScanPredicate,
+    pub columns: ColumnSet,
+    pub schema: SchemaRef,
+    pub options: ScanOptions,
+    pub registration: Registration,
+    /// Bounds concurrent fetches over all partitions (memory stays bounded whatever the number
+    /// of streams).
+    pub fetches: Arc<Semaphore>,
+}
+
+/// Leaf plan reading the async events of one process. See the [module](self) docs.
+#[derive(Debug, Clone)]
+pub struct AsyncEventsExec {
+    state: Arc<ScanState>,
+    /// Newest blocks first (for `ORDER BY time DESC`).
+    reversed: bool,
+    fetch: Option<usize>,
+    /// Filters pushed down from above (static and dynamic), bound to the output schema; used
+    /// to skip blocks whose time bounds cannot match.
+    pushed: Option<Arc<dyn PhysicalExpr>>,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl AsyncEventsExec {
+    pub(crate) fn new(state: ScanState, fetch: Option<usize>) -> Self {
+        let state = Arc::new(state);
+        let props = Arc::new(properties(&state, false));
+        Self {
+            state,
+            reversed: false,
+            fetch,
+            pushed: None,
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The process this scan reads.
+    pub fn process_id(&self) -> Uuid {
+        self.state.process_id
+    }
+
+    /// Blocks the scan reads after planning-time pruning.
+    pub fn planned_blocks(&self) -> usize {
+        self.state.plan.block_count()
+    }
+
+    /// Whether blocks are read newest first.
+    pub fn is_reversed(&self) -> bool {
+        self.reversed
+    }
+
+    fn time_index(&self) -> Option<usize> {
+        self.state.schema.index_of(Column::Time.name()).ok()
+    }
+}
+
+fn properties(state: &ScanState, reversed: bool) -> PlanProperties {
+    let schema = state.schema.clone();
+    let ordering = match schema.index_of(Column::Time.name()) {
+        Ok(i) if !reversed => LexOrdering::new([PhysicalSortExpr::new(
+            Arc::new(ColumnExpr::new(Column::Time.name(), i)),
+            SortOptions {
+                descending: false,
+                nulls_first: false,
+            },
+        )]),
+        _ => None,
+    };
+    let eq = match ordering {
+        Some(o) => EquivalenceProperties::new_with_orderings(schema, [o]),
+        None => EquivalenceProperties::new(schema),
+    };
+    PlanProperties::new(
+        eq,
+        Partitioning::UnknownPartitioning(state.plan.partitions.len().max(1)),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    )
+}
+
+fn format_time(ns: Option<i64>) -> String {
+    match ns {
+        Some(ns) => {
+            DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        }
+        None => "..".into(),
+    }
+}
+
+impl DisplayAs for AsyncEventsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.state;
+        write!(
+            f,
+            "AsyncEventsExec: process={}, streams={}, blocks={}/{}",
+            s.process_id,
+            s.plan.partitions.len(),
+            s.plan.block_count(),
+            s.plan.total_blocks
+        )?;
+        if s.predicate.time != (None, None) {
+            write!(
+                f,
+                ", time=[{}, {}]",
+                format_time(s.predicate.time.0),
+                format_time(s.predicate.time.1)
+            )?;
+        }
+        let filter = s.predicate.to_string();
+        if !filter.is_empty() {
+            write!(f, ", filter=[{filter}]")?;
+        }
+        let projected: Vec<&str> = s.columns.iter().map(Column::name).collect();
+        if projected.len() < Column::ALL.len() {
+            write!(f, ", projection=[{}]", projected.join(", "))?;
+        }
+        if let Some(fetch) = self.fetch {
+            write!(f, ", fetch={fetch}")?;
+        }
+        if self.reversed {
+            write!(f, ", order=newest first")?;
+        }
+        if let Some(pushed) = &self.pushed {
+            write!(f, ", pruning=[{pushed}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for AsyncEventsExec {
+    fn name(&self) -> &str {
+        "AsyncEventsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        apply_expression_roots(self.pushed.iter(), f)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.fetch
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        let mut plan = self.clone();
+        plan.fetch = limit;
+        Some(Arc::new(plan))
+    }
+
+    fn try_pushdown_sort(
+        &self,
+        order: &[PhysicalSortExpr],
+    ) -> Result<SortOrderPushdownResult<Arc<dyn ExecutionPlan>>> {
+        let (Some(first), Some(time)) = (order.first(), self.time_index()) else {
+            return Ok(SortOrderPushdownResult::Unsupported);
+        };
+        let on_time = first
+            .expr
+            .downcast_ref::<ColumnExpr>()
+            .is_some_and(|c| c.index() == time && c.name() == Column::Time.name());
+        if !on_time || !first.options.descending {
+            // Ascending order is already declared per partition.
+            return Ok(SortOrderPushdownResult::Unsupported);
+        }
+        let mut plan = self.clone();
+        plan.reversed = !self.reversed;
+        plan.props = Arc::new(properties(&self.state, plan.reversed));
+        Ok(SortOrderPushdownResult::Inexact {
+            inner: Arc::new(plan),
+        })
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let filters: Vec<Arc<dyn PhysicalExpr>> = result
+            .parent_filters
+            .into_iter()
+            .map(|f| f.filter)
+            .collect();
+        if filters.is_empty() {
+            return Ok(FilterPushdownPropagation::with_parent_pushdown_result(
+                vec![],
+            ));
+        }
+        let n = filters.len();
+        let mut plan = self.clone();
+        plan.pushed = Some(conjunction(self.pushed.iter().cloned().chain(filters)));
+        // Only used to skip blocks: the filters stay above, where they are applied exactly.
+        Ok(
+            FilterPushdownPropagation::with_parent_pushdown_result(vec![PushedDown::No; n])
+                .with_updated_node(Arc::new(plan) as Arc<dyn ExecutionPlan>),
+        )
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let metrics = PartitionMetrics::new(&self.metrics, partition);
+        let planned = self.state.plan.partitions.get(partition);
+        if let Some(p) = planned {
+            metrics.blocks_listed.add(p.listed);
+            metrics.blocks_pruned.add(p.listed - p.blocks.len());
+        }
+        let ordered = !self.reversed && self.time_index().is_some();
+        Ok(partition_stream(super::stream::PartitionArgs {
+            state: self.state.clone(),
+            partition,
+            reversed: self.reversed,
+            ordered,
+            fetch: self.fetch,
+            pushed: self.pushed.clone(),
+            batch_size: context.session_config().batch_size(),
+            metrics,
+        }))
+    }
+}
+
+/// A block's time bounds for pruning with pushed filters.
+pub(crate) fn time_bounds(state: &ScanState, block: &crate::lake::BlockRecord) -> (i64, i64) {
+    block_time_bounds(&state.plan.clock, block)
+}

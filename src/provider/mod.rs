@@ -1,0 +1,47 @@
+//! The DataFusion side: [`AsyncEventsTable`] (a `TableProvider`), the translation of filters
+//! into what the scan applies ([`ScanPredicate`]), and [`AsyncEventsExec`], the leaf plan that
+//! reads blocks lazily, a few ahead, straight into Arrow batches.
+//!
+//! The only module that speaks DataFusion expressions; it uses [`crate::format`] to decode and
+//! [`crate::lake`] to find and fetch blocks.
+
+mod exec;
+mod plan;
+mod predicate;
+mod shared;
+mod stream;
+mod table;
+
+pub use exec::AsyncEventsExec;
+pub use predicate::ScanPredicate;
+pub use table::AsyncEventsTable;
+
+pub(crate) use predicate::parse_time;
+pub(crate) use shared::SharedBlocks;
+
+use std::time::Duration;
+
+/// How scans read blocks.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Skip (and count) blocks that fail to decode instead of failing the query.
+    pub skip_corrupt_blocks: bool,
+    /// Fetches in flight at once over all the partitions of a scan.
+    pub max_concurrent_fetches: usize,
+    /// Bytes of decompressed blocks kept for other scans of the same query (self-joins).
+    pub shared_block_budget: usize,
+    /// Margin added around the time range when blocks are listed by their wall-clock bounds
+    /// (event times come from ticks): blocks are then pruned exactly by their tick bounds.
+    pub time_margin: Duration,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        Self {
+            skip_corrupt_blocks: false,
+            max_concurrent_fetches: 8,
+            shared_block_budget: 512 * 1024 * 1024,
+            time_margin: Duration::from_secs(5),
+        }
+    }
+}

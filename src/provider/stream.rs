@@ -1,0 +1,466 @@
+//! The stream of one partition: blocks of one thread stream, fetched a few ahead, decoded into
+//! bounded batches.
+//!
+//! Before each block is fetched, the filters pushed from above (the TopK threshold of
+//! `ORDER BY time DESC LIMIT n`, join filters) are checked against the block's time bounds. The
+//! partition stops fetching once it has produced `fetch` rows, and dropping the stream drops the
+//! fetches in flight.
+
+use super::exec::{ScanState, time_bounds};
+use super::shared::Obtained;
+use crate::error::Error;
+use crate::format::{
+    AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock, EventBatchBuilder,
+};
+use crate::lake::BlockRecord;
+use bytes::Bytes;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, RecordBatch, TimestampNanosecondArray, UInt64Array,
+};
+use datafusion::arrow::compute::{sort_to_indices, take_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricType, Time,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// The scan's metrics for one partition, under the names EXPLAIN ANALYZE shows.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionMetrics {
+    pub blocks_listed: Count,
+    pub blocks_pruned: Count,
+    pub blocks_fetched: Count,
+    pub blocks_shared: Count,
+    pub blocks_missing: Count,
+    pub blocks_corrupt: Count,
+    pub bytes_fetched: Count,
+    pub events_decoded: Count,
+    pub rows_out: Count,
+    pub fetch_time: Time,
+    pub decode_time: Time,
+}
+
+impl PartitionMetrics {
+    pub fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let counter = |name: &'static str| {
+            MetricBuilder::new(set)
+                .with_type(MetricType::Summary)
+                .counter(name, partition)
+        };
+        let time = |name: &'static str| {
+            MetricBuilder::new(set)
+                .with_type(MetricType::Summary)
+                .subset_time(name, partition)
+        };
+        Self {
+            blocks_listed: counter("blocks_listed"),
+            blocks_pruned: counter("blocks_pruned"),
+            blocks_fetched: counter("blocks_fetched"),
+            blocks_shared: counter("blocks_shared"),
+            blocks_missing: counter("blocks_missing"),
+            blocks_corrupt: counter("blocks_corrupt"),
+            bytes_fetched: counter("bytes_fetched"),
+            events_decoded: counter("events_decoded"),
+            rows_out: counter("rows_out"),
+            fetch_time: time("fetch_time"),
+            decode_time: time("decode_time"),
+        }
+    }
+}
+
+pub(crate) struct PartitionArgs {
+    pub state: Arc<ScanState>,
+    pub partition: usize,
+    pub reversed: bool,
+    /// Whether the partition declared `time` ordering (then it is checked).
+    pub ordered: bool,
+    pub fetch: Option<usize>,
+    pub pushed: Option<Arc<dyn PhysicalExpr>>,
+    pub batch_size: usize,
+    pub metrics: PartitionMetrics,
+}
+
+/// A fetched block: its blob, or its buffers decompressed once for several scans.
+enum Payload {
+    Blob(Bytes),
+    Decompressed(Arc<DecompressedBlock>),
+}
+
+struct Fetched {
+    block: BlockRecord,
+    /// `None`: the blob was missing and the lake skips missing blobs.
+    payload: Option<Payload>,
+}
+
+type FetchFuture = Pin<Box<dyn Future<Output = Result<Fetched, Error>> + Send>>;
+
+/// Prefetched blocks per partition.
+const AHEAD: usize = 2;
+
+struct Reader {
+    args: PartitionArgs,
+    blocks: VecDeque<BlockRecord>,
+    pending: FuturesOrdered<FetchFuture>,
+    decoder: AsyncEventDecoder,
+    builder: EventBatchBuilder,
+    ready: VecDeque<RecordBatch>,
+    /// Rows handed downstream.
+    emitted: usize,
+    /// Highest event time decoded so far (ordering check).
+    last_time: Option<(i64, uuid::Uuid)>,
+    needs_sort: bool,
+    done: bool,
+}
+
+pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream {
+    let schema = args.state.schema.clone();
+    let mut blocks: VecDeque<BlockRecord> = args
+        .state
+        .plan
+        .partitions
+        .get(args.partition)
+        .map(|p| p.blocks.iter().cloned().collect())
+        .unwrap_or_default();
+    if args.reversed {
+        blocks.make_contiguous().reverse();
+    }
+    let reader = Reader {
+        builder: EventBatchBuilder::new(args.state.columns),
+        args,
+        blocks,
+        pending: FuturesOrdered::new(),
+        decoder: AsyncEventDecoder::new(),
+        ready: VecDeque::new(),
+        emitted: 0,
+        last_time: None,
+        needs_sort: false,
+        done: false,
+    };
+    let stream = futures::stream::unfold(Box::new(reader), |mut reader| async move {
+        reader.next().await.map(|item| (item, reader))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+fn block_error(
+    state: &ScanState,
+    block: &BlockRecord,
+    source: crate::format::FormatError,
+) -> Error {
+    Error::Block {
+        process_id: state.process_id,
+        stream_id: block.stream_id,
+        block_id: block.block_id,
+        source,
+    }
+}
+
+/// Fetches a block, or obtains it from another scan of the same query that reads it too.
+async fn fetch(
+    state: Arc<ScanState>,
+    block: BlockRecord,
+    metrics: PartitionMetrics,
+) -> Result<Fetched, Error> {
+    let _permit = state
+        .fetches
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::Config("the scan was closed".into()))?;
+    let get = || async {
+        let timer = metrics.fetch_time.timer();
+        let blob = state.lake.fetch_blob(&block).await?;
+        drop(timer);
+        match &blob {
+            Some(b) => {
+                metrics.blocks_fetched.add(1);
+                metrics.bytes_fetched.add(b.len());
+            }
+            None => metrics.blocks_missing.add(1),
+        }
+        Ok::<_, Error>(blob)
+    };
+    let load = async {
+        let Some(blob) = get().await? else {
+            return Ok(None);
+        };
+        let _timer = metrics.decode_time.timer();
+        DecompressedBlock::from_blob(&blob, true)
+            .map(|d| Some(Arc::new(d)))
+            .map_err(|e| block_error(&state, &block, e))
+    };
+    let payload = match state.registration.obtain(block.block_id, load).await? {
+        Obtained::Alone => get().await?.map(Payload::Blob),
+        Obtained::Loaded(shared) => shared.map(Payload::Decompressed),
+        Obtained::Reused(shared) => {
+            metrics.blocks_shared.add(1);
+            shared.map(Payload::Decompressed)
+        }
+    };
+    state.registration.release(block.block_id);
+    Ok(Fetched { block, payload })
+}
+
+/// Time bounds of one block, for a pruning predicate on `time`.
+struct BlockStats {
+    min: i64,
+    max: i64,
+}
+
+impl BlockStats {
+    fn time(&self, column: &datafusion::common::Column, v: i64) -> Option<ArrayRef> {
+        (column.name == "time").then(|| {
+            Arc::new(TimestampNanosecondArray::from(vec![v]).with_timezone("+00:00")) as ArrayRef
+        })
+    }
+}
+
+impl PruningStatistics for BlockStats {
+    fn min_values(&self, column: &datafusion::common::Column) -> Option<ArrayRef> {
+        self.time(column, self.min)
+    }
+    fn max_values(&self, column: &datafusion::common::Column) -> Option<ArrayRef> {
+        self.time(column, self.max)
+    }
+    fn num_containers(&self) -> usize {
+        1
+    }
+    fn null_counts(&self, column: &datafusion::common::Column) -> Option<ArrayRef> {
+        (column.name == "time").then(|| Arc::new(UInt64Array::from(vec![0u64])) as ArrayRef)
+    }
+    fn row_counts(&self) -> Option<ArrayRef> {
+        None
+    }
+    fn contained(
+        &self,
+        _column: &datafusion::common::Column,
+        _values: &HashSet<ScalarValue>,
+    ) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// Whether the pushed filters prove that no row of a block with these time bounds can pass.
+fn cannot_match(pushed: &Arc<dyn PhysicalExpr>, schema: &SchemaRef, min: i64, max: i64) -> bool {
+    let Ok(predicate) = PruningPredicateBuilder::new()
+        .with_file_schema(schema.clone())
+        .try_build(pushed.clone())
+    else {
+        return false;
+    };
+    if predicate.always_true() {
+        return false;
+    }
+    matches!(
+        predicate.prune(&BlockStats { min, max }).as_deref(),
+        Ok([false])
+    )
+}
+
+impl Reader {
+    fn limit_reached(&self) -> bool {
+        self.args
+            .fetch
+            .is_some_and(|f| self.emitted + self.builder.len() >= f)
+    }
+
+    /// Starts fetches up to `AHEAD` in flight, skipping blocks the pushed filters exclude.
+    fn refill(&mut self) {
+        while self.pending.len() < AHEAD && !self.limit_reached() {
+            let Some(block) = self.blocks.pop_front() else {
+                return;
+            };
+            if let Some(pushed) = &self.args.pushed {
+                let (min, max) = time_bounds(&self.args.state, &block);
+                if cannot_match(pushed, &self.args.state.schema, min, max) {
+                    self.args.metrics.blocks_pruned.add(1);
+                    self.args.state.registration.release(block.block_id);
+                    continue;
+                }
+            }
+            let future = fetch(self.args.state.clone(), block, self.args.metrics.clone());
+            self.pending.push_back(Box::pin(future));
+        }
+    }
+
+    /// Decodes a fetched block into the current batch.
+    fn decode(&mut self, fetched: Fetched) -> Result<(), Error> {
+        let Some(payload) = fetched.payload else {
+            return Ok(());
+        };
+        let state = &self.args.state;
+        let Some(partition) = state.plan.partitions.get(self.args.partition) else {
+            return Ok(());
+        };
+        let block = &fetched.block;
+        let block_id = block.block_id.to_string();
+        let ids = BlockIds {
+            stream_id: &partition.stream_id_text,
+            block_id: &block_id,
+        };
+        let (clock, filter) = (&state.plan.clock, &state.predicate.row);
+        let timer = self.args.metrics.decode_time.timer();
+        let result = match &payload {
+            Payload::Blob(blob) => self.decoder.decode_blob(
+                &partition.layout,
+                blob,
+                ids,
+                clock,
+                filter,
+                &mut self.builder,
+            ),
+            Payload::Decompressed(d) => {
+                self.decoder
+                    .decode(&partition.layout, d, ids, clock, filter, &mut self.builder)
+            }
+        };
+        drop(timer);
+        match result {
+            Ok(summary) => {
+                self.args.metrics.events_decoded.add(summary.events);
+                self.check_order(block, &summary)
+            }
+            Err(e) if state.options.skip_corrupt_blocks => {
+                let _ = e;
+                self.args.metrics.blocks_corrupt.add(1);
+                Ok(())
+            }
+            Err(e) => Err(block_error(state, block, e)),
+        }
+    }
+
+    /// Keeps the declared `time` order true: rows of a block are sorted if they came out of
+    /// order; a block whose events start before the previous block's last one is an error.
+    fn check_order(&mut self, block: &BlockRecord, summary: &DecodeSummary) -> Result<(), Error> {
+        if !self.args.ordered || summary.rows == 0 {
+            return Ok(());
+        }
+        let (Some(min), Some(max)) = (summary.min_time, summary.max_time) else {
+            return Ok(());
+        };
+        if !summary.time_ordered {
+            self.needs_sort = true;
+        }
+        if let Some((last, previous)) = self.last_time
+            && min < last
+        {
+            return Err(Error::OutOfOrder {
+                process_id: self.args.state.process_id,
+                stream_id: block.stream_id,
+                block_id: block.block_id,
+                previous_block_id: previous,
+                first: min,
+                previous_last: last,
+            });
+        }
+        self.last_time = Some((max, block.block_id));
+        Ok(())
+    }
+
+    /// Ends the current batch: sorted if needed, cut into `batch_size` slices.
+    fn flush(&mut self) -> Result<(), DataFusionError> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.builder.finish()?;
+        if std::mem::take(&mut self.needs_sort)
+            && let Ok(i) = batch.schema().index_of("time")
+        {
+            let order = sort_to_indices(batch.column(i), None, None)?;
+            batch = take_record_batch(&batch, &order)?;
+        }
+        let size = self.args.batch_size.max(1);
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = size.min(batch.num_rows() - offset);
+            self.ready.push_back(batch.slice(offset, len));
+            offset += len;
+        }
+        Ok(())
+    }
+
+    /// Hands a batch downstream, cut to what `fetch` still allows.
+    fn emit(&mut self, batch: RecordBatch) -> RecordBatch {
+        let allowed = self.args.fetch.map_or(usize::MAX, |f| f - self.emitted);
+        let batch = if batch.num_rows() > allowed {
+            batch.slice(0, allowed)
+        } else {
+            batch
+        };
+        self.emitted += batch.num_rows();
+        self.args.metrics.rows_out.add(batch.num_rows());
+        batch
+    }
+
+    fn stop(&mut self) {
+        self.done = true;
+        self.pending = FuturesOrdered::new();
+        self.ready.clear();
+        for block in self.blocks.drain(..) {
+            self.args.state.registration.release(block.block_id);
+        }
+    }
+
+    async fn next(&mut self) -> Option<Result<RecordBatch, DataFusionError>> {
+        loop {
+            if self.args.fetch.is_some_and(|f| self.emitted >= f) {
+                self.stop();
+                return None;
+            }
+            if let Some(batch) = self.ready.pop_front() {
+                return Some(Ok(self.emit(batch)));
+            }
+            if self.done {
+                return None;
+            }
+            self.refill();
+            // Keep filling the current batch only with blocks that are already here.
+            let next = if self.builder.is_empty() {
+                self.pending.next().await
+            } else {
+                match self.pending.next().now_or_never() {
+                    Some(next) => next,
+                    None => {
+                        if let Err(e) = self.flush() {
+                            self.stop();
+                            return Some(Err(e));
+                        }
+                        continue;
+                    }
+                }
+            };
+            let result = match next {
+                None => {
+                    self.done = true;
+                    self.flush()
+                }
+                Some(Ok(fetched)) => self
+                    .decode(fetched)
+                    .map_err(DataFusionError::from)
+                    .and_then(|()| {
+                        if self.builder.len() >= self.args.batch_size || self.limit_reached() {
+                            self.flush()
+                        } else {
+                            Ok(())
+                        }
+                    }),
+                Some(Err(e)) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                self.stop();
+                return Some(Err(e));
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The table functions `async_events(...)` and `view_instance(...)`, and [`register`].
+//!
+//! Arguments are checked when the query is planned, without I/O: the process id must be a UUID
+//! (`'global'` is refused: the view is per process), the optional time bounds timestamps or RFC
+//! 3339 strings. Whether the process exists is known when the scan is planned.
+
+use crate::lake::Lake;
+use crate::provider::{AsyncEventsTable, ScanOptions, SharedBlocks, parse_time};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{DFSchema, Result, ScalarValue, plan_err};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::prelude::SessionContext;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use uuid::Uuid;
+
+/// The view set name of `view_instance` (micromegas's name for this view).
+pub const VIEW_SET: &str = "async_events";
+
+/// Registers `async_events(process_id [, begin, end])` and
+/// `view_instance('async_events', process_id)` on a session.
+///
+/// ```no_run
+/// # async fn run() -> datafusion::common::Result<()> {
+/// use datafusion::prelude::SessionContext;
+/// use datafusion_async_events::{Lake, register};
+/// let lake = Lake::from_env().await?;
+/// let ctx = SessionContext::new();
+/// register(&ctx, lake);
+/// ctx.sql("SELECT name, count(*) FROM async_events('6f0e6b0c-5d3c-4e7a-9a57-0e9f1a2b3c4d') \
+///          WHERE event_type = 'begin' GROUP BY name").await?.show().await?;
+/// # Ok(()) }
+/// ```
+pub fn register(ctx: &SessionContext, lake: Lake) {
+    register_with(ctx, lake, ScanOptions::default());
+}
+
+/// [`register`] with explicit scan options.
+pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
+    let tables = Arc::new(Tables {
+        lake,
+        options,
+        shared: Mutex::new(HashMap::new()),
+    });
+    ctx.register_udtf(
+        "async_events",
+        Arc::new(AsyncEventsFunction(tables.clone())),
+    );
+    ctx.register_udtf("view_instance", Arc::new(ViewInstanceFunction(tables)));
+}
+
+/// Makes the tables of both functions; tables of the same process planned while another is
+/// alive (the two sides of a self-join) share their blocks.
+#[derive(Debug)]
+struct Tables {
+    lake: Lake,
+    options: ScanOptions,
+    shared: Mutex<HashMap<Uuid, Weak<SharedBlocks>>>,
+}
+
+impl Tables {
+    fn table(&self, process_id: Uuid, bounds: (Option<i64>, Option<i64>)) -> AsyncEventsTable {
+        let mut registry = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        registry.retain(|_, w| w.strong_count() > 0);
+        let shared = match registry.get(&process_id).and_then(Weak::upgrade) {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(SharedBlocks::new(self.options.shared_block_budget));
+                registry.insert(process_id, Arc::downgrade(&s));
+                s
+            }
+        };
+        AsyncEventsTable::with_shared(
+            self.lake.clone(),
+            process_id,
+            bounds,
+            self.options.clone(),
+            shared,
+        )
+    }
+}
+
+/// `async_events(process_id [, begin, end])`.
+#[derive(Debug)]
+struct AsyncEventsFunction(Arc<Tables>);
+
+/// `view_instance('async_events', process_id)`, for queries written for micromegas.
+#[derive(Debug)]
+struct ViewInstanceFunction(Arc<Tables>);
+
+fn constant(args: &TableFunctionArgs, expr: &Expr) -> Option<ScalarValue> {
+    if let Expr::Literal(v, _) = expr {
+        return Some(v.clone());
+    }
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::new(DFSchema::empty()))
+        .with_query_execution_start_time(
+            args.session().execution_props().query_execution_start_time,
+        )
+        .build();
+    match ExprSimplifier::new(context).simplify(expr.clone()) {
+        Ok(Expr::Literal(v, _)) => Some(v),
+        _ => None,
+    }
+}
+
+fn string_arg(function: &str, what: &str, value: Option<ScalarValue>) -> Result<String> {
+    match value {
+        Some(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => Ok(s),
+        other => plan_err!(
+            "{function}: the {what} must be a string literal, got {}",
+            other.map_or("an expression".to_string(), |v| format!("{v:?}"))
+        ),
+    }
+}
+
+fn process_id(function: &str, text: &str) -> Result<Uuid> {
+    if text.eq_ignore_ascii_case("global") {
+        return plan_err!(
+            "{function}: async events are a per-process view, 'global' is not supported: \
+             pass a process id (`async-events processes` lists them)"
+        );
+    }
+    match Uuid::parse_str(text.trim()) {
+        Ok(id) => Ok(id),
+        Err(_) => plan_err!(
+            "{function}: '{text}' is not a process id: expected a UUID such as \
+             '6f0e6b0c-5d3c-4e7a-9a57-0e9f1a2b3c4d'"
+        ),
+    }
+}
+
+fn time_arg(function: &str, which: &str, value: Option<ScalarValue>) -> Result<Option<i64>> {
+    let scaled = |v: Option<i64>, factor: i64| v.and_then(|v| v.checked_mul(factor));
+    Ok(match value {
+        Some(v) if v.is_null() => None,
+        Some(ScalarValue::TimestampNanosecond(v, _)) => v,
+        Some(ScalarValue::TimestampMicrosecond(v, _)) => scaled(v, 1_000),
+        Some(ScalarValue::TimestampMillisecond(v, _)) => scaled(v, 1_000_000),
+        Some(ScalarValue::TimestampSecond(v, _)) => scaled(v, 1_000_000_000),
+        Some(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => match parse_time(&s) {
+            Some(ns) => Some(ns),
+            None => {
+                return plan_err!(
+                    "{function}: the {which} time '{s}' is not an RFC 3339 timestamp \
+                         such as '2024-05-01T10:00:00Z'"
+                );
+            }
+        },
+        other => {
+            return plan_err!(
+                "{function}: the {which} time must be a timestamp or an RFC 3339 string, got {}",
+                other.map_or("an expression".to_string(), |v| format!("{v:?}"))
+            );
+        }
+    })
+}
+
+impl TableFunctionImpl for AsyncEventsFunction {
+    #[allow(deprecated)]
+    fn call(&self, _exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        plan_err!("async_events needs the session: call it from SQL")
+    }
+
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = "async_events";
+        let exprs = args.exprs();
+        if exprs.len() != 1 && exprs.len() != 3 {
+            return plan_err!(
+                "{NAME} takes (process_id) or (process_id, begin, end), got {} arguments",
+                exprs.len()
+            );
+        }
+        let text = string_arg(NAME, "process id", constant(&args, &exprs[0]))?;
+        let pid = process_id(NAME, &text)?;
+        let bounds = if exprs.len() == 3 {
+            (
+                time_arg(NAME, "begin", constant(&args, &exprs[1]))?,
+                time_arg(NAME, "end", constant(&args, &exprs[2]))?,
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Arc::new(self.0.table(pid, bounds)))
+    }
+}
+
+impl TableFunctionImpl for ViewInstanceFunction {
+    #[allow(deprecated)]
+    fn call(&self, _exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        plan_err!("view_instance needs the session: call it from SQL")
+    }
+
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = "view_instance";
+        let exprs = args.exprs();
+        if exprs.len() != 2 {
+            return plan_err!(
+                "{NAME} takes (view_set, instance_id), got {} arguments",
+                exprs.len()
+            );
+        }
+        let view_set = string_arg(NAME, "view set", constant(&args, &exprs[0]))?;
+        if view_set != VIEW_SET {
+            return plan_err!(
+                "{NAME}: unknown view set '{view_set}'; supported view sets: '{VIEW_SET}'"
+            );
+        }
+        let text = string_arg(NAME, "instance id", constant(&args, &exprs[1]))?;
+        let pid = process_id(NAME, &text)?;
+        Ok(Arc::new(self.0.table(pid, (None, None))))
+    }
+}

@@ -1,0 +1,163 @@
+//! SQL through a SessionContext on SQLite and PostgreSQL lakes filled by the real producer:
+//! every query pattern micromegas documents for its async_events view, with what the producer
+//! really records.
+
+#[macro_use]
+mod common;
+
+use common::lakes::{Backend, open, store};
+use common::sql::{context, lines, query, reference, sorted_lines};
+use common::workload::{self, SHARED_TOPS, shared_recording};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
+
+async fn lake_with_workload(backend: Backend) -> (common::lakes::TestLake, uuid::Uuid) {
+    let t = open(backend).await;
+    let rec = shared_recording();
+    store(&t.lake, rec).await;
+    (t, rec.process.process_id)
+}
+
+fn int(batches: &[datafusion::arrow::array::RecordBatch]) -> i64 {
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+on_both! {
+    async fn listing_ordered_by_time_with_limit(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let cols = "stream_id, block_id, time, event_type, span_id, parent_span_id, depth, name, target, filename, line";
+        let got = query(&ctx, &format!("SELECT {cols} FROM view_instance('async_events', '{pid}') ORDER BY time, span_id, event_type LIMIT 25")).await;
+        let want = query(&reference(backend, shared_recording()), &format!("SELECT {cols} FROM ref ORDER BY time, span_id, event_type LIMIT 25")).await;
+        assert_eq!(lines(&got), lines(&want));
+        assert_eq!(lines(&got).len(), 25);
+        let types = query(&ctx, &format!("SELECT DISTINCT event_type FROM async_events('{pid}') ORDER BY 1")).await;
+        assert_eq!(lines(&types), ["begin", "end"]);
+    }
+
+    async fn parent_child_self_join(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let sql = format!(
+            "SELECT parent.name AS parent, child.name AS child, parent.depth AS parent_depth, child.depth AS child_depth
+             FROM async_events('{pid}') parent JOIN async_events('{pid}') child ON parent.span_id = child.parent_span_id
+             WHERE parent.event_type = 'begin' AND child.event_type = 'begin'"
+        );
+        let pairs = query(&ctx, &sql).await;
+        let rows: usize = pairs.iter().map(|b| b.num_rows()).sum();
+        let n = SHARED_TOPS as usize;
+        // Every span but the roots (top, the plain-spawn leaf, wrapper, handed) has its parent.
+        assert_eq!(rows, workload::spans(SHARED_TOPS) - 4 * n);
+        let broken = query(&ctx, &format!("SELECT count(*) FROM ({sql}) WHERE child_depth <> parent_depth + 1")).await;
+        // Real programs break `child.depth = parent.depth + 1`: here the leaf of a future created
+        // at the root and polled inside another span.
+        assert_eq!(int(&broken), n as i64);
+        let broken_parent = query(&ctx, &format!("SELECT DISTINCT parent FROM ({sql}) WHERE child_depth <> parent_depth + 1")).await;
+        assert_eq!(lines(&broken_parent), [workload::handed_name()]);
+    }
+
+    async fn durations_by_joining_begin_and_end(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let inner = format!(
+            "SELECT b.name, CAST((e.time - b.time) AS BIGINT) / 1000000 AS duration_ms, CAST((e.time - b.time) AS BIGINT) AS duration_ns
+             FROM async_events('{pid}') b INNER JOIN async_events('{pid}') e ON b.span_id = e.span_id
+             WHERE b.event_type = 'begin' AND e.event_type = 'end'"
+        );
+        let left = format!(
+            "SELECT b.name FROM async_events('{pid}') b LEFT JOIN async_events('{pid}') e
+             ON b.span_id = e.span_id AND e.event_type = 'end'
+             WHERE b.event_type = 'begin' AND e.span_id IS NOT NULL"
+        );
+        let complete = workload::spans(SHARED_TOPS) - SHARED_TOPS as usize * workload::UNFINISHED_PER_TOP;
+        let count = |sql: String| {
+            let ctx = ctx.clone();
+            async move { int(&query(&ctx, &format!("SELECT count(*) FROM ({sql})")).await) }
+        };
+        assert_eq!(count(inner.clone()).await, complete as i64);
+        assert_eq!(count(left).await, complete as i64);
+        let negative = query(&ctx, &format!("SELECT count(*) FROM ({inner}) WHERE duration_ns < 0")).await;
+        assert_eq!(int(&negative), 0, "durations are never negative");
+        // The 2 ms leaves last at least 2 ms.
+        let stats = query(&ctx, &format!(
+            "SELECT max(duration_ns) AS max_ns, CAST(approx_percentile_cont(duration_ns, 0.5) AS BIGINT) AS p50, CAST(approx_percentile_cont(duration_ns, 0.95) AS BIGINT) AS p95,
+                    avg(duration_ns) AS avg_ns, stddev(duration_ns) AS sd, min(duration_ms) AS min_ms
+             FROM ({inner}) WHERE name = '{}'", workload::middle_name())).await;
+        let b = &stats[0];
+        let max = b.column(0).as_primitive::<Int64Type>().value(0);
+        let p50 = b.column(1).as_primitive::<Int64Type>().value(0);
+        let p95 = b.column(2).as_primitive::<Int64Type>().value(0);
+        assert!(p50 <= p95 && p95 <= max, "{p50} {p95} {max}");
+        assert!(b.column(3).as_primitive::<Float64Type>().value(0) >= 3e6, "middle sleeps 2 + 1 ms");
+        assert!(b.column(4).as_primitive::<Float64Type>().value(0) >= 0.0);
+        assert!(b.column(5).as_primitive::<Int64Type>().value(0) >= 3);
+        // Tagged ends carry their properties.
+        let props = query(&ctx, &format!(
+            "SELECT e.properties['rows'] FROM async_events('{pid}') b JOIN async_events('{pid}') e ON b.span_id = e.span_id
+             WHERE b.event_type = 'begin' AND e.event_type = 'end' AND b.name = 'tagged_work'")).await;
+        assert_eq!(lines(&props), vec!["3"; SHARED_TOPS as usize]);
+    }
+
+    async fn spans_that_never_finished(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let got = query(&ctx, &format!(
+            "SELECT b.name, b.depth, count(*) AS n FROM async_events('{pid}') b
+             LEFT JOIN (SELECT span_id FROM async_events('{pid}') WHERE event_type = 'end') e ON b.span_id = e.span_id
+             WHERE b.event_type = 'begin' AND e.span_id IS NULL GROUP BY b.name, b.depth")).await;
+        assert_eq!(lines(&got), [format!("{}|1|{}", workload::leaf_name(), SHARED_TOPS)]);
+    }
+
+    async fn per_stream_counts_and_cross_thread_spans(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let per_stream = query(&ctx, &format!("SELECT stream_id, COUNT(*) AS n FROM async_events('{pid}') WHERE event_type = 'begin' GROUP BY stream_id")).await;
+        let total: i64 = per_stream.iter().map(|b| b.column(1).as_primitive::<Int64Type>().values().iter().sum::<i64>()).sum();
+        assert_eq!(total as usize, workload::spans(SHARED_TOPS));
+        let want = query(&reference(backend, shared_recording()), "SELECT stream_id, COUNT(*) AS n FROM ref WHERE event_type = 'begin' GROUP BY stream_id").await;
+        assert_eq!(sorted_lines(&per_stream), sorted_lines(&want));
+        let moved = format!(
+            "SELECT count(*) FROM {{t}} b JOIN {{t}} e ON b.span_id = e.span_id
+             WHERE b.event_type = 'begin' AND e.event_type = 'end' AND b.stream_id <> e.stream_id");
+        let got = query(&ctx, &moved.replace("{t}", &format!("async_events('{pid}')"))).await;
+        let want = query(&reference(backend, shared_recording()), &moved.replace("{t}", "ref")).await;
+        assert_eq!(lines(&got), lines(&want));
+    }
+
+    async fn depth_filters_and_named_spans(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let reference = reference(backend, shared_recording());
+        for (filter, group) in [
+            ("depth = 0", "name"),
+            ("depth <= 2", "depth"),
+            ("depth >= 3", "depth"),
+            ("depth > 0 AND depth < 3", "name"),
+            ("name IN ('named_leaf', 'named_tagged', 'nope')", "name, event_type"),
+        ] {
+            let q = |t: &str| format!("SELECT {group}, count(*) FROM {t} WHERE {filter} GROUP BY {group}");
+            let got = query(&ctx, &q(&format!("async_events('{pid}')"))).await;
+            let want = query(&reference, &q("ref")).await;
+            assert_eq!(sorted_lines(&got), sorted_lines(&want), "{filter}");
+        }
+        let depths = query(&ctx, &format!("SELECT MIN(depth), MAX(depth), COUNT(DISTINCT depth) FROM async_events('{pid}')")).await;
+        assert_eq!(depths[0].column(0).as_primitive::<UInt32Type>().value(0), 0);
+        assert_eq!(depths[0].column(1).as_primitive::<UInt32Type>().value(0), 2);
+        let named = query(&ctx, &format!("SELECT event_type, count(*) FROM async_events('{pid}') WHERE name IN ('named_leaf', 'named_tagged') GROUP BY event_type ORDER BY 1")).await;
+        let n = 2 * SHARED_TOPS;
+        assert_eq!(lines(&named), [format!("begin|{n}"), format!("end|{n}")]);
+        let timeline = query(&ctx, &format!(
+            "SELECT REPEAT('  ', CAST(depth AS BIGINT)) || name AS scope, date_trunc('minute', time) AS minute
+             FROM async_events('{pid}') WHERE time >= NOW() - INTERVAL '10 minutes' AND event_type = 'begin' ORDER BY time LIMIT 5")).await;
+        assert_eq!(lines(&timeline).len(), 5);
+    }
+
+    async fn global_access_fails(backend: Backend) {
+        let (t, _pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let err = common::sql::query_err(&ctx, "SELECT COUNT(*) FROM async_events").await;
+        assert!(err.contains("async_events"), "{err}");
+        let err = common::sql::query_err(&ctx, "SELECT COUNT(*) FROM view_instance('async_events', 'global')").await;
+        assert!(err.contains("'global' is not supported"), "{err}");
+    }
+}
