@@ -36,7 +36,7 @@ pub enum Error {
     },
     /// A thread stream's events are not in time order, although the scan declared it.
     #[error(
-        "block {block_id} of stream {stream_id} (process {process_id}) has an event at {first} ns, before the last event ({previous_last} ns) of block {previous_block_id} of the same stream: the stream is not in time order"
+        "block {block_id} of stream {stream_id} (process {process_id}) has an event at {first} ns, before the last event ({previous_last} ns) of block {previous_block_id} of the same stream: the stream is not in time order (scan with ScanOptions::declare_time_order = false to read it)"
     )]
     OutOfOrder {
         /// Process of the stream.

@@ -106,13 +106,15 @@ impl AsyncEventsExec {
 fn properties(state: &ScanState, reversed: bool) -> PlanProperties {
     let schema = state.schema.clone();
     let ordering = match schema.index_of(Column::Time.name()) {
-        Ok(i) if !reversed => LexOrdering::new([PhysicalSortExpr::new(
-            Arc::new(ColumnExpr::new(Column::Time.name(), i)),
-            SortOptions {
-                descending: false,
-                nulls_first: false,
-            },
-        )]),
+        Ok(i) if !reversed && state.options.declare_time_order => {
+            LexOrdering::new([PhysicalSortExpr::new(
+                Arc::new(ColumnExpr::new(Column::Time.name(), i)),
+                SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                },
+            )])
+        }
         _ => None,
     };
     let eq = match ordering {
@@ -286,7 +288,8 @@ impl ExecutionPlan for AsyncEventsExec {
             metrics.blocks_listed.add(p.listed);
             metrics.blocks_pruned.add(p.listed - p.blocks.len());
         }
-        let ordered = !self.reversed && self.time_index().is_some();
+        let ordered =
+            !self.reversed && self.time_index().is_some() && self.state.options.declare_time_order;
         Ok(partition_stream(super::stream::PartitionArgs {
             state: self.state.clone(),
             partition,

@@ -30,6 +30,11 @@ pub struct ScanOptions {
     pub max_concurrent_fetches: usize,
     /// Bytes of decompressed blocks kept for other scans of the same query (self-joins).
     pub shared_block_budget: usize,
+    /// Declare each partition sorted by `time` (one thread stream, blocks in recording order),
+    /// which lets `ORDER BY time LIMIT n` merge the streams instead of sorting everything. The
+    /// order is checked while reading: a stream whose events go back in time fails the query
+    /// with an error naming the block; turn this off to read such a lake.
+    pub declare_time_order: bool,
     /// Margin added around the time range when blocks are listed by their wall-clock bounds
     /// (event times come from ticks): blocks are then pruned exactly by their tick bounds.
     pub time_margin: Duration,
@@ -41,6 +46,7 @@ impl Default for ScanOptions {
             skip_corrupt_blocks: false,
             max_concurrent_fetches: 8,
             shared_block_budget: 512 * 1024 * 1024,
+            declare_time_order: true,
             time_margin: Duration::from_secs(5),
         }
     }

@@ -231,8 +231,46 @@ fn flip(op: Operator) -> Option<Operator> {
     })
 }
 
+/// `a OR b` on the same column, both lists of values (`span_id = 1 OR span_id = 2`, which is
+/// how DataFusion rewrites short `IN` lists): the union of the two.
+fn union(a: Constraint, b: Constraint) -> Option<Constraint> {
+    Some(match (a, b) {
+        (Constraint::Never, other) | (other, Constraint::Never) => other,
+        (Constraint::Streams(mut a), Constraint::Streams(b)) => {
+            a.extend(b);
+            Constraint::Streams(a)
+        }
+        (Constraint::EventTypes(mut a), Constraint::EventTypes(b)) => {
+            a.extend(b);
+            Constraint::EventTypes(a)
+        }
+        (Constraint::SpanIds(mut a), Constraint::SpanIds(b)) => {
+            a.extend(b);
+            Constraint::SpanIds(a)
+        }
+        (Constraint::ParentSpanIds(mut a), Constraint::ParentSpanIds(b)) => {
+            a.extend(b);
+            Constraint::ParentSpanIds(a)
+        }
+        (Constraint::Names(mut a), Constraint::Names(b)) => {
+            a.extend(b);
+            Constraint::Names(a)
+        }
+        (Constraint::Targets(mut a), Constraint::Targets(b)) => {
+            a.extend(b);
+            Constraint::Targets(a)
+        }
+        _ => return None,
+    })
+}
+
 fn translate(expr: &Expr, constants: &Constants) -> Option<Constraint> {
     match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => union(translate(left, constants)?, translate(right, constants)?),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             if let Some(column) = column_of(left) {
                 compare(column, *op, &constants.value(right)?)
@@ -598,6 +636,16 @@ mod tests {
             col("span_id").eq(lit(3i64)),
         ]);
         assert_eq!(p.row.span_ids, Some(vec![3]));
+        let p = pred(vec![
+            col("span_id")
+                .eq(lit(1i64))
+                .or(col("span_id").eq(lit(2i64))),
+        ]);
+        assert_eq!(
+            p.row.span_ids,
+            Some(vec![1, 2]),
+            "short IN lists come as OR"
+        );
         let p = pred(vec![col("name").eq(lit("x")), col("target").eq(lit("t"))]);
         assert_eq!(
             (p.row.names, p.row.targets),

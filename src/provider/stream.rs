@@ -425,8 +425,10 @@ impl Reader {
                 return None;
             }
             self.refill();
-            // Keep filling the current batch only with blocks that are already here.
-            let next = if self.builder.is_empty() {
+            // Keep filling the current batch only with blocks that are already here, and not at
+            // all when filters are pushed from above: a TopK threshold only tightens when it
+            // sees rows, so blocks are handed over one by one.
+            let next = if self.builder.is_empty() || self.args.pushed.is_some() {
                 self.pending.next().await
             } else {
                 match self.pending.next().now_or_never() {
@@ -449,7 +451,10 @@ impl Reader {
                     .decode(fetched)
                     .map_err(DataFusionError::from)
                     .and_then(|()| {
-                        if self.builder.len() >= self.args.batch_size || self.limit_reached() {
+                        if self.builder.len() >= self.args.batch_size
+                            || self.limit_reached()
+                            || self.args.pushed.is_some()
+                        {
                             self.flush()
                         } else {
                             Ok(())

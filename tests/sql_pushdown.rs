@@ -1,0 +1,305 @@
+//! Pushdown: every filter the scan applies gives the same rows as the same query on a MemTable
+//! of the same rows (no pushdown), counters prove the pruning, and plans are snapshots.
+
+#[macro_use]
+mod common;
+
+use chrono::{Duration, Utc};
+use common::lakes::{Backend, open, store};
+use common::producer::Recording;
+use common::realistic::{Shape, realistic};
+use common::sql::{
+    context, context_with, lines, plan_text, query, reference, run_measured, sorted_lines,
+};
+use common::workload::shared_recording;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::prelude::SessionConfig;
+use std::sync::OnceLock;
+
+/// 3 thread streams of 20 blocks each, every block 1 s long, back to back from the start.
+fn tiled() -> &'static Recording {
+    static REC: OnceLock<Recording> = OnceLock::new();
+    REC.get_or_init(|| {
+        let start = Utc::now() - Duration::hours(3);
+        realistic(
+            Shape {
+                streams: 3,
+                blocks_per_stream: 20,
+                buffer_bytes: 8 * 1024,
+                block_duration: Duration::seconds(1),
+            },
+            start,
+            11,
+        )
+    })
+}
+
+fn ts(rec: &Recording, offset_ms: i64) -> String {
+    (rec.process.start_time + Duration::milliseconds(offset_ms))
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn count(batches: &[datafusion::arrow::array::RecordBatch]) -> i64 {
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+on_both! {
+    async fn every_pushed_filter_gives_the_rows_of_a_plain_table(backend: Backend) {
+        for rec in [shared_recording(), tiled()] {
+            let t = open(backend).await;
+            store(&t.lake, rec).await;
+            let pid = rec.process.process_id;
+            let ctx = context(&t.lake);
+            let reference = reference(backend, rec);
+            let stream = rec.streams[0].stream_id;
+            let other = rec.streams[1 % rec.streams.len()].stream_id;
+            let filters = [
+                format!("time BETWEEN '{}' AND '{}'", ts(rec, 150), ts(rec, 450)),
+                format!("time > '{}'", ts(rec, 1_000)),
+                format!("time <= '{}'", ts(rec, 300)),
+                format!("time = (SELECT min(time) FROM ref)"),
+                "time > now() - interval '1 day'".to_string(),
+                "time < now() - interval '1 day'".to_string(),
+                format!("stream_id = '{stream}'"),
+                format!("stream_id IN ('{stream}', '{other}', 'not-a-uuid')"),
+                "event_type = 'end'".into(),
+                "event_type <> 'end'".into(),
+                "event_type IN ('begin', 'nope')".into(),
+                "depth = 0".into(),
+                "depth BETWEEN 1 AND 2".into(),
+                "depth > 1".into(),
+                "span_id IN (1, 2, 3, 50, 51)".into(),
+                "span_id = 7".into(),
+                "parent_span_id = 1".into(),
+                "name IN ('store::query', 'named_leaf', 'rpc.get_item')".into(),
+                "name = 'cache::get' AND event_type = 'begin'".into(),
+                "target = 'store::sql'".into(),
+                "event_type = 'begin' AND depth = 0 AND time > now() - interval '7 days'".into(),
+                "depth = 1 AND depth = 2".into(),
+                "name LIKE 'cache%'".into(),
+                "event_type = 'begin' OR depth = 2".into(),
+            ];
+            for filter in &filters {
+                let q = |t: &str| format!("SELECT * FROM {t} WHERE {}", filter.replace("ref", t));
+                let ours = q(&format!("async_events('{pid}')"));
+                let theirs = q("ref");
+                // `(SELECT min(time) FROM ref)` must read the same table on both sides.
+                let ours = ours.replace(&format!("FROM async_events('{pid}'))"), &format!("FROM async_events('{pid}'))"));
+                let got = query(&ctx, &ours).await;
+                let want = query(&reference, &theirs).await;
+                assert_eq!(sorted_lines(&got), sorted_lines(&want), "{backend:?} {filter}");
+            }
+            // Table-function bounds are inclusive, like micromegas's `time BETWEEN begin AND end`.
+            let (lo, hi) = (ts(rec, 200), ts(rec, 700));
+            let got = query(&ctx, &format!("SELECT * FROM async_events('{pid}', '{lo}', '{hi}')")).await;
+            let want = query(&reference, &format!("SELECT * FROM ref WHERE time BETWEEN '{lo}' AND '{hi}'")).await;
+            assert_eq!(sorted_lines(&got), sorted_lines(&want));
+            // Ordered listings, both directions, and limits.
+            for q in [
+                "SELECT time, span_id, event_type, name FROM {t} ORDER BY time, span_id, event_type LIMIT 17",
+                "SELECT time, span_id, event_type, name FROM {t} ORDER BY time DESC, span_id, event_type LIMIT 17",
+                "SELECT time, name FROM {t} WHERE depth = 1 ORDER BY time DESC LIMIT 5",
+                "SELECT count(*) FROM {t}",
+                "SELECT count(*) FROM (SELECT * FROM {t} LIMIT 13)",
+                "SELECT count(*), min(time), max(time) FROM {t} WHERE event_type = 'begin'",
+            ] {
+                let got = query(&ctx, &q.replace("{t}", &format!("async_events('{pid}')"))).await;
+                let want = query(&reference, &q.replace("{t}", "ref")).await;
+                assert_eq!(lines(&got), lines(&want), "{q}");
+            }
+        }
+    }
+
+    async fn pruning_reads_only_the_blocks_it_needs(backend: Backend) {
+        let rec = tiled();
+        let t = open(backend).await;
+        store(&t.lake, rec).await;
+        let pid = rec.process.process_id;
+        let ctx = context(&t.lake);
+        let total = rec.blocks.len();
+        // A window inside one 1 s block of each stream: the metadata query lists the blocks
+        // within its 5 s safety margin, the tick bounds keep the one block of each stream.
+        let (lo, hi) = (ts(rec, 10_100), ts(rec, 10_200));
+        let (rows, m) = run_measured(&ctx, &format!("SELECT * FROM async_events('{pid}') WHERE time BETWEEN '{lo}' AND '{hi}'")).await;
+        assert_eq!(m.get("blocks_fetched"), 3, "{m:?}");
+        assert!(m.get("blocks_listed") <= 3 * 12, "the metadata query pruned: {m:?}");
+        assert_eq!(m.get("blocks_listed"), m.get("blocks_pruned") + m.get("blocks_fetched"), "{m:?}");
+        assert_eq!(m.get("rows_out"), rows.iter().map(|b| b.num_rows()).sum::<usize>());
+        // One stream: its blocks only.
+        let stream = rec.streams[2].stream_id;
+        let (_, m) = run_measured(&ctx, &format!("SELECT count(*) FROM async_events('{pid}') WHERE stream_id = '{stream}'")).await;
+        assert_eq!(m.get("blocks_fetched"), 20, "{m:?}");
+        assert_eq!(m.get("blocks_listed"), 20, "{m:?}");
+        // ORDER BY time LIMIT: a merge that reads the first blocks of each stream.
+        let (rows, m) = run_measured(&ctx, &format!("SELECT time, name FROM async_events('{pid}') ORDER BY time LIMIT 10")).await;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+        assert!(m.get("blocks_fetched") <= 3 * 2, "a few blocks per stream: {m:?}");
+        // ORDER BY time DESC LIMIT: newest first, the TopK filter skips older blocks.
+        let (rows, m) = run_measured(&ctx, &format!("SELECT time, name FROM async_events('{pid}') WHERE stream_id = '{stream}' ORDER BY time DESC LIMIT 10")).await;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+        assert!(m.get("blocks_fetched") <= 3, "{m:?}");
+        assert!(m.get("blocks_pruned") >= 15, "{m:?}");
+        let (_, m) = run_measured(&ctx, &format!("SELECT time, name FROM async_events('{pid}') ORDER BY time DESC LIMIT 10")).await;
+        assert!(m.get("blocks_fetched") <= 3 * 3, "{m:?}");
+        // LIMIT without order stops fetching.
+        let (rows, m) = run_measured(&ctx, &format!("SELECT * FROM async_events('{pid}') LIMIT 5")).await;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+        assert!(m.get("blocks_fetched") <= 3 * 2, "{m:?}");
+        // count(*) builds no column and does not decompress the dependencies.
+        let (rows, m) = run_measured(&ctx, &format!("SELECT count(*) FROM async_events('{pid}')")).await;
+        assert_eq!(count(&rows) as usize, m.get("rows_out"));
+        assert_eq!(m.get("blocks_fetched"), total);
+        // A contradiction reads nothing.
+        let (rows, m) = run_measured(&ctx, &format!("SELECT count(*) FROM async_events('{pid}') WHERE event_type = 'start'")).await;
+        assert_eq!((count(&rows), m.get("blocks_fetched"), m.get("blocks_listed")), (0, 0, 0));
+    }
+
+    async fn a_self_join_reads_each_block_once(backend: Backend) {
+        let rec = tiled();
+        let t = open(backend).await;
+        store(&t.lake, rec).await;
+        let pid = rec.process.process_id;
+        let ctx = context(&t.lake);
+        let sql = format!(
+            "SELECT b.name, count(*) AS n, avg(CAST(e.time - b.time AS BIGINT)) AS avg_ns
+             FROM async_events('{pid}') b JOIN async_events('{pid}') e ON b.span_id = e.span_id
+             WHERE b.event_type = 'begin' AND e.event_type = 'end' GROUP BY b.name"
+        );
+        let (rows, m) = run_measured(&ctx, &sql).await;
+        assert_eq!(m.scans, 2);
+        assert_eq!(m.get("blocks_fetched"), rec.blocks.len(), "each block fetched once: {m:?}");
+        assert_eq!(m.get("blocks_shared"), rec.blocks.len(), "and reused by the other side: {m:?}");
+        let want = query(&reference(backend, rec), &sql.replace(&format!("async_events('{pid}')"), "ref")).await;
+        assert_eq!(sorted_lines(&rows), sorted_lines(&want));
+        // Two separate queries each read the blocks themselves: nothing is kept between queries.
+        let (_, m) = run_measured(&ctx, &format!("SELECT count(*) FROM async_events('{pid}')")).await;
+        assert_eq!((m.get("blocks_fetched"), m.get("blocks_shared")), (rec.blocks.len(), 0));
+    }
+
+    async fn batches_are_bounded_and_time_ordered_per_partition(backend: Backend) {
+        let rec = tiled();
+        let t = open(backend).await;
+        store(&t.lake, rec).await;
+        let pid = rec.process.process_id;
+        let ctx = context_with(&t.lake, SessionConfig::new().with_batch_size(100));
+        let df = ctx.sql(&format!("SELECT time, stream_id FROM async_events('{pid}')")).await.unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        assert_eq!(plan.output_partitioning().partition_count(), 3, "one partition per stream");
+        for p in 0..3 {
+            let stream = plan.execute(p, ctx.task_ctx()).unwrap();
+            let batches: Vec<_> = futures::StreamExt::collect::<Vec<_>>(stream).await.into_iter().map(Result::unwrap).collect();
+            let mut last = i64::MIN;
+            let mut n = 0;
+            for b in &batches {
+                assert!(b.num_rows() <= 100, "batch of {} rows", b.num_rows());
+                for &t in b.column(0).as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().values() {
+                    assert!(t >= last, "partition {p} is in time order");
+                    last = t;
+                    n += 1;
+                }
+            }
+            assert!(n > 0);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_fetched_before_the_first_poll_and_dropping_stops_fetching() {
+    let rec = tiled();
+    let t = open(Backend::Sqlite).await;
+    store(&t.lake, rec).await;
+    let pid = rec.process.process_id;
+    // Small batches: the first one is out after the first block.
+    let ctx = context_with(&t.lake, SessionConfig::new().with_batch_size(8));
+    let df = ctx
+        .sql(&format!(
+            "SELECT * FROM async_events('{pid}') WHERE stream_id = '{}'",
+            rec.streams[0].stream_id
+        ))
+        .await
+        .unwrap();
+    let plan = df.create_physical_plan().await.unwrap();
+    let metrics = |plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+        let mut m = std::collections::HashMap::new();
+        let mut stack = vec![plan.clone()];
+        while let Some(p) = stack.pop() {
+            if let Some(set) = p.metrics() {
+                for metric in set.iter() {
+                    *m.entry(metric.value().name().to_string()).or_insert(0usize) +=
+                        metric.value().as_usize();
+                }
+            }
+            stack.extend(p.children().into_iter().cloned());
+        }
+        m
+    };
+    let stream = plan.execute(0, ctx.task_ctx()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(
+        metrics(&plan).get("blocks_fetched").copied().unwrap_or(0),
+        0,
+        "lazy"
+    );
+    let mut stream = stream;
+    let first = futures::StreamExt::next(&mut stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.num_rows() > 0);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let fetched = metrics(&plan).get("blocks_fetched").copied().unwrap_or(0);
+    assert!((1..=3).contains(&fetched), "a few blocks ahead: {fetched}");
+    drop(stream);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(
+        metrics(&plan).get("blocks_fetched").copied().unwrap_or(0),
+        fetched,
+        "then nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_show_what_was_pushed() {
+    let rec = tiled();
+    let t = open(Backend::Sqlite).await;
+    store(&t.lake, rec).await;
+    let pid = rec.process.process_id;
+    let ctx = context(&t.lake);
+    let stream = rec.streams[1].stream_id;
+    let (lo, hi) = (ts(rec, 1_000), ts(rec, 1_050));
+    let cases = [
+        (
+            "listing",
+            format!(
+                "SELECT time, name, depth FROM async_events('{pid}') WHERE event_type = 'begin' AND depth <= 1 ORDER BY time LIMIT 20"
+            ),
+        ),
+        (
+            "newest_first",
+            format!("SELECT time, name FROM async_events('{pid}') ORDER BY time DESC LIMIT 10"),
+        ),
+        (
+            "time_window",
+            format!(
+                "SELECT count(*) FROM async_events('{pid}') WHERE time BETWEEN '{lo}' AND '{hi}' AND stream_id = '{stream}'"
+            ),
+        ),
+        (
+            "durations",
+            format!(
+                "SELECT b.name, CAST(e.time - b.time AS BIGINT) AS ns FROM async_events('{pid}') b JOIN async_events('{pid}') e ON b.span_id = e.span_id WHERE b.event_type = 'begin' AND e.event_type = 'end' AND b.depth = 0"
+            ),
+        ),
+        (
+            "unsupported_filter_stays_above",
+            format!(
+                "SELECT name FROM view_instance('async_events', '{pid}') WHERE name LIKE 'cache%' AND span_id IN (1, 2)"
+            ),
+        ),
+    ];
+    for (name, sql) in cases {
+        insta::assert_snapshot!(name, plan_text(&ctx, &sql).await);
+    }
+}
