@@ -116,8 +116,8 @@ on_both! {
         assert_eq!(total as usize, workload::spans(SHARED_TOPS));
         let want = query(&reference(backend, shared_recording()), "SELECT stream_id, COUNT(*) AS n FROM ref WHERE event_type = 'begin' GROUP BY stream_id").await;
         assert_eq!(sorted_lines(&per_stream), sorted_lines(&want));
-        let moved = format!(
-            "SELECT count(*) FROM {{t}} b JOIN {{t}} e ON b.span_id = e.span_id
+        let moved = String::from(
+            "SELECT count(*) FROM {t} b JOIN {t} e ON b.span_id = e.span_id
              WHERE b.event_type = 'begin' AND e.event_type = 'end' AND b.stream_id <> e.stream_id");
         let got = query(&ctx, &moved.replace("{t}", &format!("async_events('{pid}')"))).await;
         let want = query(&reference(backend, shared_recording()), &moved.replace("{t}", "ref")).await;

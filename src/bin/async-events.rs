@@ -1,1 +1,206 @@
-fn main() {}
+//! `async-events`: SQL over the async span events of a micromegas lake, from the shell.
+//!
+//! ```text
+//! async-events [--db URL] [--store URL] sql [--format table|csv|json] "<SQL>"
+//! async-events [--db URL] [--store URL] processes [--limit N]
+//! ```
+//! Without `--db`/`--store`, the lake comes from `MICROMEGAS_SQL_CONNECTION_STRING` and
+//! `MICROMEGAS_OBJECT_STORE_URI`, or is the embedded lake in `./lake`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+use datafusion_async_events::{Lake, register};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "async-events",
+    version,
+    about = "SQL over the async span events of micromegas-instrumented programs"
+)]
+struct Cli {
+    /// Metadata database (postgres://… or sqlite:…); with --store. Default: the environment.
+    #[arg(long, global = true, value_name = "URL")]
+    db: Option<String>,
+    /// Object store of the blobs (file://, s3://, gs://, az://, memory://); with --db.
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a query; `async_events('<process id>')` and `view_instance(...)` are available.
+    Sql {
+        /// Output format: an aligned table, CSV with a header, or JSON Lines.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The query.
+        sql: String,
+    },
+    /// Lists the processes that recorded thread streams, newest first.
+    Processes {
+        /// How many processes to list.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+type Failure = Box<dyn std::error::Error>;
+
+async fn open_lake(cli: &Cli) -> Result<Lake, Failure> {
+    Ok(match (&cli.db, &cli.store) {
+        (Some(db), Some(store)) => Lake::open(db, store).await?,
+        (None, None) => Lake::from_env().await?,
+        _ => return Err("--db and --store go together".into()),
+    })
+}
+
+fn csv_cell(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn write_csv(
+    out: &mut impl Write,
+    batches: &[RecordBatch],
+    schema: &Schema,
+) -> Result<(), Failure> {
+    let header: Vec<String> = schema.fields().iter().map(|f| csv_cell(f.name())).collect();
+    writeln!(out, "{}", header.join(","))?;
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let cells = batch
+                .columns()
+                .iter()
+                .map(|c| array_value_to_string(c, row).map(|s| csv_cell(&s)))
+                .collect::<Result<Vec<_>, _>>()?;
+            writeln!(out, "{}", cells.join(","))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), Failure> {
+    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(out);
+    for batch in batches {
+        // Dictionary-encoded strings are written as plain strings.
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::Dictionary(_, value) => datafusion::arrow::compute::cast(c, value),
+                _ => Ok(c.clone()),
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        let fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), f.is_nullable()))
+            .collect();
+        let plain = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        writer.write(&plain)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let lake = open_lake(&cli).await?;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Sql { format, sql } => {
+            let ctx = SessionContext::new();
+            register(&ctx, lake);
+            let df = ctx.sql(&sql).await?;
+            let schema: Schema = df.schema().as_arrow().clone();
+            let batches = df.collect().await?;
+            match format {
+                Format::Table => {
+                    if batches.iter().all(|b| b.num_rows() == 0) {
+                        writeln!(out, "(no rows)")?;
+                    } else {
+                        writeln!(out, "{}", pretty_format_batches(&batches)?)?;
+                    }
+                }
+                Format::Csv => write_csv(&mut out, &batches, &schema)?,
+                Format::Json => write_json(&mut out, &batches)?,
+            }
+        }
+        Command::Processes { limit } => {
+            let processes = lake.processes(limit).await?;
+            if processes.is_empty() {
+                writeln!(out, "no process with thread streams in the lake")?;
+                return Ok(());
+            }
+            let text =
+                |f: &dyn Fn(&datafusion_async_events::lake::ProcessSummary) -> String| -> ArrayRef {
+                    Arc::new(StringArray::from(
+                        processes.iter().map(f).collect::<Vec<_>>(),
+                    ))
+                };
+            let schema = Schema::new(vec![
+                Field::new("process_id", DataType::Utf8, false),
+                Field::new("exe", DataType::Utf8, false),
+                Field::new("computer", DataType::Utf8, false),
+                Field::new("start_time", DataType::Utf8, false),
+                Field::new("streams", DataType::Int64, false),
+                Field::new("blocks", DataType::Int64, false),
+                Field::new("last_block_end", DataType::Utf8, false),
+            ]);
+            let rfc3339 = |t: chrono::DateTime<chrono::Utc>| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            };
+            let batch = RecordBatch::try_new(
+                Arc::new(schema),
+                vec![
+                    text(&|p| p.process.process_id.to_string()),
+                    text(&|p| p.process.exe.clone()),
+                    text(&|p| p.process.computer.clone()),
+                    text(&|p| rfc3339(p.process.start_time)),
+                    Arc::new(Int64Array::from(
+                        processes.iter().map(|p| p.cpu_streams).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(
+                        processes.iter().map(|p| p.cpu_blocks).collect::<Vec<_>>(),
+                    )),
+                    text(&|p| p.last_block_end.map(rfc3339).unwrap_or_default()),
+                ],
+            )?;
+            writeln!(out, "{}", pretty_format_batches(&[batch])?)?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = e.to_string().replace('\n', " ");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

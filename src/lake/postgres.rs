@@ -189,11 +189,10 @@ impl PgMeta {
             url: redacted.clone(),
             detail,
         };
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.connect_timeout)
-            .connect_lazy_with(connect_options);
-        let mut conn = match tokio::time::timeout(options.connect_timeout, pool.acquire()).await {
+        // One direct connection first: a refused connection fails at once (a pool would retry
+        // until its timeout), an address that never answers fails after `connect_timeout`.
+        let first = <sqlx::PgConnection as sqlx::Connection>::connect_with(&connect_options);
+        let mut conn = match tokio::time::timeout(options.connect_timeout, first).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
             Err(_) => {
@@ -220,7 +219,11 @@ impl PgMeta {
                 }
             }
         };
-        drop(conn);
+        let _ = sqlx::Connection::close(conn).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.connect_timeout)
+            .connect_lazy_with(connect_options);
         Ok(Self {
             pool,
             schema,

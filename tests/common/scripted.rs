@@ -467,3 +467,47 @@ pub fn scripted_030() -> Scripted {
 pub fn start(rec: &Recording) -> DateTime<Utc> {
     rec.process.start_time
 }
+
+/// A thread stream whose second block holds an event earlier than the first block's events
+/// (what a clock going backwards would record).
+pub fn out_of_order() -> Recording {
+    let pid = Uuid::new_v4();
+    let info = process_info(pid);
+    let t = |d: i64| info.start_ticks + d;
+    let mut stream = ThreadStream::new(64 * 1024, pid, &["cpu".to_string()], HashMap::new());
+    stream.get_events_mut().push(BeginAsyncSpanEvent {
+        span_desc: &TOP,
+        span_id: 1,
+        parent_span_id: 0,
+        depth: 0,
+        time: t(500),
+    });
+    stream.get_events_mut().push(EndAsyncSpanEvent {
+        span_desc: &TOP,
+        span_id: 1,
+        parent_span_id: 0,
+        depth: 0,
+        time: t(600),
+    });
+    let first = close(&mut stream, &info, 0, 1000);
+    stream.get_events_mut().push(BeginAsyncSpanEvent {
+        span_desc: &TOP,
+        span_id: 2,
+        parent_span_id: 0,
+        depth: 0,
+        time: t(100),
+    });
+    stream.get_events_mut().push(EndAsyncSpanEvent {
+        span_desc: &TOP,
+        span_id: 2,
+        parent_span_id: 0,
+        depth: 0,
+        time: t(1500),
+    });
+    let second = close(&mut stream, &info, 1000, 2000);
+    Recording {
+        process: RawProcess::from_info(&info),
+        streams: vec![thread_stream(pid, stream.stream_id(), &HashMap::new())],
+        blocks: vec![first, second],
+    }
+}

@@ -152,14 +152,12 @@ pub fn redact(text: &str) -> String {
             && rest.len() >= 20
             && rest.as_bytes()[4] == b'-'
             && rest.as_bytes()[10] == b'T'
+            && let Some(end) = rest.find('Z')
+            && chrono::DateTime::parse_from_rfc3339(&rest[..=end]).is_ok()
         {
-            if let Some(end) = rest.find('Z') {
-                if chrono::DateTime::parse_from_rfc3339(&rest[..=end]).is_ok() {
-                    out.push_str("[time]");
-                    i += end + 1;
-                    continue;
-                }
-            }
+            out.push_str("[time]");
+            i += end + 1;
+            continue;
         }
         if chars[i].is_ascii_digit() && (i == 0 || !chars[i - 1].is_ascii_alphanumeric()) {
             let n = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();

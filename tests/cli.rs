@@ -1,0 +1,138 @@
+//! The `async-events` command line on an embedded lake.
+
+mod common;
+
+use common::lakes::store;
+use common::scripted::scripted_033;
+use datafusion_async_events::Lake;
+use std::process::{Command, Output};
+
+fn cli(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_async-events"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MICROMEGAS_SQL_CONNECTION_STRING")
+        .env_remove("MICROMEGAS_OBJECT_STORE_URI")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// A folder whose `./lake` is an embedded lake holding the scripted process.
+async fn folder_with_lake() -> (tempfile::TempDir, uuid::Uuid) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::embedded(dir.path().join("lake")).await.unwrap();
+    let rec = scripted_033().recording;
+    store(&lake, &rec).await;
+    (dir, rec.process.process_id)
+}
+
+#[tokio::test]
+async fn processes_and_queries_in_three_formats() {
+    let (dir, pid) = folder_with_lake().await;
+    let out = cli(dir.path(), &["processes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    assert!(listing.contains(&pid.to_string()), "{listing}");
+    assert!(listing.contains("| streams | blocks |"), "{listing}");
+
+    let sql = format!(
+        "SELECT name, event_type, depth, properties FROM async_events('{pid}') WHERE event_type = 'end' ORDER BY time"
+    );
+    let out = cli(dir.path(), &["sql", &sql]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("dyn_named_é") && table.contains("{kind: root}"),
+        "{table}"
+    );
+
+    let out = cli(dir.path(), &["sql", "--format", "csv", &sql]);
+    let csv = text(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "name,event_type,depth,properties");
+    assert_eq!(lines.len(), 1 + 5, "{csv}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"{note: a,\"\"b\"\" ü, rows: 3}\"")),
+        "quoted CSV: {csv}"
+    );
+
+    let out = cli(dir.path(), &["sql", "--format", "json", &sql]);
+    let json = text(&out.stdout);
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0]["event_type"], "end");
+    let tagged = rows.iter().find(|r| r["name"] == "tagged_named").unwrap();
+    assert_eq!(tagged["properties"]["rows"], "3");
+
+    // An explicit lake gives the same answer.
+    let db = format!("sqlite://{}/lake/telemetry.db", dir.path().display());
+    let store = url::Url::from_directory_path(dir.path().join("lake"))
+        .unwrap()
+        .to_string();
+    let out = cli(
+        std::path::Path::new("/"),
+        &[
+            "--db", &db, "--store", &store, "sql", "--format", "csv", &sql,
+        ],
+    );
+    assert_eq!(text(&out.stdout), csv);
+}
+
+#[tokio::test]
+async fn errors_print_one_line_and_exit_non_zero() {
+    let (dir, pid) = folder_with_lake().await;
+    let unknown = uuid::Uuid::new_v4();
+    let cases = [
+        (
+            vec!["sql".to_string(), "SELEC nonsense".into()],
+            "error: ".to_string(),
+        ),
+        (
+            vec![
+                "sql".into(),
+                format!("SELECT * FROM async_events('{unknown}')"),
+            ],
+            format!("process {unknown} is not in the lake"),
+        ),
+        (
+            vec!["sql".into(), "SELECT * FROM async_events('global')".into()],
+            "'global' is not supported".into(),
+        ),
+        (
+            vec!["--db".into(), "sqlite::memory:".into(), "processes".into()],
+            "--db and --store go together".into(),
+        ),
+        (
+            vec![
+                "--db".into(),
+                "postgres://u:pw@127.0.0.1:1/x".into(),
+                "--store".into(),
+                "memory://".into(),
+                "processes".into(),
+            ],
+            "cannot connect to the metadata database".into(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cli(dir.path(), &args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(&expected),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("pw@"), "no password in messages: {stderr}");
+    }
+    let _ = pid;
+}

@@ -1,0 +1,121 @@
+//! Bad input through SQL: each error is clear and names the thing at fault; the options to skip
+//! and count instead work.
+
+#[macro_use]
+mod common;
+
+use common::lakes::{Backend, TestLake, open, store};
+use common::scripted::{out_of_order, scripted_033};
+use common::sql::{context, query, query_err, run_measured};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use datafusion_async_events::lake::{LakeOptions, MissingBlobPolicy, blob_key};
+use datafusion_async_events::provider::ScanOptions;
+
+fn blob_path(t: &TestLake, b: &common::producer::RawBlock) -> std::path::PathBuf {
+    t.dir
+        .path()
+        .join(blob_key(b.process_id, b.stream_id, b.block_id))
+}
+
+on_both! {
+    async fn arguments_are_checked_when_the_query_is_planned(backend: Backend) {
+        let t = open(backend).await;
+        let ctx = context(&t.lake);
+        let cases = [
+            ("SELECT * FROM async_events('not-a-uuid')", "'not-a-uuid' is not a process id"),
+            ("SELECT * FROM async_events('global')", "'global' is not supported"),
+            ("SELECT * FROM view_instance('async_events', 'global')", "'global' is not supported"),
+            ("SELECT * FROM view_instance('log_entries', '6f0e6b0c-5d3c-4e7a-9a57-0e9f1a2b3c4d')", "unknown view set 'log_entries'; supported view sets: 'async_events'"),
+            ("SELECT * FROM async_events(42)", "process id must be a string"),
+            ("SELECT * FROM async_events()", "takes (process_id) or (process_id, begin, end)"),
+            ("SELECT * FROM async_events('6f0e6b0c-5d3c-4e7a-9a57-0e9f1a2b3c4d', 'yesterday', NULL)", "'yesterday' is not an RFC 3339 timestamp"),
+            ("SELECT * FROM view_instance('async_events')", "takes (view_set, instance_id)"),
+        ];
+        for (sql, expected) in cases {
+            let err = query_err(&ctx, sql).await;
+            assert!(err.contains(expected), "{sql}: {err}");
+        }
+        let pid = uuid::Uuid::new_v4();
+        let err = query_err(&ctx, &format!("SELECT count(*) FROM async_events('{pid}')")).await;
+        assert!(err.contains(&format!("process {pid} is not in the lake")), "{err}");
+    }
+
+    async fn a_corrupt_block_is_named_or_skipped_and_counted(backend: Backend) {
+        let t = open(backend).await;
+        let rec = scripted_033().recording;
+        store(&t.lake, &rec).await;
+        let pid = rec.process.process_id;
+        let victim = &rec.blocks[1];
+        // Flip a byte in the middle of the stored blob: a checksum catches it.
+        let path = blob_path(&t, victim);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 20] ^= 0x55;
+        std::fs::write(&path, bytes).unwrap();
+        let ctx = context(&t.lake);
+        let err = query_err(&ctx, &format!("SELECT * FROM async_events('{pid}')")).await;
+        assert!(err.contains(&format!("block {}", victim.block_id)), "{err}");
+        assert!(err.contains(&format!("stream {}", victim.stream_id)), "{err}");
+        assert!(err.contains("LZ4") || err.contains("CBOR"), "{err}");
+        let skipping = SessionContext::new();
+        datafusion_async_events::register_with(&skipping, t.lake.clone(), ScanOptions { skip_corrupt_blocks: true, ..ScanOptions::default() });
+        let (rows, m) = run_measured(&skipping, &format!("SELECT * FROM async_events('{pid}')")).await;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 8, "the rows of the intact block");
+        assert_eq!(m.get("blocks_corrupt"), 1);
+    }
+
+    async fn a_missing_blob_is_named_or_skipped_and_counted(backend: Backend) {
+        let t = open(backend).await;
+        let rec = scripted_033().recording;
+        store(&t.lake, &rec).await;
+        let pid = rec.process.process_id;
+        let victim = &rec.blocks[0];
+        std::fs::remove_file(blob_path(&t, victim)).unwrap();
+        let ctx = context(&t.lake);
+        let err = query_err(&ctx, &format!("SELECT * FROM async_events('{pid}')")).await;
+        assert!(err.contains(&format!("blob of block {}", victim.block_id)), "{err}");
+        assert!(err.contains("missing"), "{err}");
+        let store_url = url::Url::from_directory_path(t.dir.path()).unwrap().to_string();
+        let options = LakeOptions { missing_blobs: MissingBlobPolicy::Skip, ..LakeOptions::default() };
+        let skipping = datafusion_async_events::Lake::open_with(&t.db_url, &store_url, options).await.unwrap();
+        let (rows, m) = run_measured(&context(&skipping), &format!("SELECT * FROM async_events('{pid}')")).await;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3, "the rows of the other block");
+        assert_eq!((m.get("blocks_missing"), m.get("blocks_fetched")), (1, 1));
+    }
+
+    async fn a_stream_going_back_in_time_is_an_error_unless_order_is_not_declared(backend: Backend) {
+        let t = open(backend).await;
+        let rec = out_of_order();
+        store(&t.lake, &rec).await;
+        let pid = rec.process.process_id;
+        let err = query_err(&context(&t.lake), &format!("SELECT time, span_id FROM async_events('{pid}') ORDER BY time LIMIT 10")).await;
+        assert!(err.contains(&format!("block {}", rec.blocks[1].block_id)), "{err}");
+        assert!(err.contains("not in time order"), "{err}");
+        let relaxed = SessionContext::new();
+        datafusion_async_events::register_with(&relaxed, t.lake.clone(), ScanOptions { declare_time_order: false, ..ScanOptions::default() });
+        let rows = query(&relaxed, &format!("SELECT span_id FROM async_events('{pid}') ORDER BY time")).await;
+        let ids: Vec<i64> = rows.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
+        assert_eq!(ids, [2, 1, 1, 2]);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_with_unreadable_metadata_is_named() {
+    let t = open(Backend::Sqlite).await;
+    let mut rec = scripted_033().recording;
+    rec.streams[0].objects_metadata = b"\xa1garbage".to_vec();
+    store(&t.lake, &rec).await;
+    let pid = rec.process.process_id;
+    let err = query_err(
+        &context(&t.lake),
+        &format!("SELECT * FROM async_events('{pid}')"),
+    )
+    .await;
+    assert!(
+        err.contains(&format!("stream {}", rec.streams[0].stream_id)),
+        "{err}"
+    );
+    assert!(err.contains("objects metadata"), "{err}");
+}
