@@ -1,11 +1,14 @@
-//! The table functions `async_events(...)` and `view_instance(...)`, and [`register`].
+//! The table functions `async_events(...)`, `view_instance(...)` and `thread_streams(...)`, and
+//! [`register`].
 //!
 //! Arguments are checked when the query is planned, without I/O: the process id must be a UUID
 //! (`'global'` is refused: the view is per process), the optional time bounds timestamps or RFC
 //! 3339 strings. Whether the process exists is known when the scan is planned.
 
 use crate::lake::Lake;
-use crate::provider::{AsyncEventsTable, ScanOptions, SharedBlocks, parse_time};
+use crate::provider::{
+    AsyncEventsTable, ScanOptions, SharedBlocks, ThreadStreamsTable, parse_time,
+};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, Result, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
@@ -19,8 +22,9 @@ use uuid::Uuid;
 /// The view set name of `view_instance` (micromegas's name for this view).
 pub const VIEW_SET: &str = "async_events";
 
-/// Registers `async_events(process_id [, begin, end])` and
-/// `view_instance('async_events', process_id)` on a session.
+/// Registers `async_events(process_id [, begin, end])`,
+/// `view_instance('async_events', process_id)` and `thread_streams(process_id)` (the thread
+/// names behind `stream_id`) on a session.
 ///
 /// ```no_run
 /// # async fn run() -> datafusion::common::Result<()> {
@@ -48,7 +52,11 @@ pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
         "async_events",
         Arc::new(AsyncEventsFunction(tables.clone())),
     );
-    ctx.register_udtf("view_instance", Arc::new(ViewInstanceFunction(tables)));
+    ctx.register_udtf(
+        "view_instance",
+        Arc::new(ViewInstanceFunction(tables.clone())),
+    );
+    ctx.register_udtf("thread_streams", Arc::new(ThreadStreamsFunction(tables)));
 }
 
 /// Makes the tables of both functions; tables of the same process planned while another is
@@ -85,6 +93,10 @@ impl Tables {
 /// `async_events(process_id [, begin, end])`.
 #[derive(Debug)]
 struct AsyncEventsFunction(Arc<Tables>);
+
+/// `thread_streams(process_id)`: the thread name and id of each `cpu` stream.
+#[derive(Debug)]
+struct ThreadStreamsFunction(Arc<Tables>);
 
 /// `view_instance('async_events', process_id)`, for queries written for micromegas.
 #[derive(Debug)]
@@ -219,5 +231,23 @@ impl TableFunctionImpl for ViewInstanceFunction {
         let text = string_arg(NAME, "instance id", constant(&args, &exprs[1]))?;
         let pid = process_id(NAME, &text)?;
         Ok(Arc::new(self.0.table(pid, (None, None))))
+    }
+}
+
+impl TableFunctionImpl for ThreadStreamsFunction {
+    #[allow(deprecated)]
+    fn call(&self, _exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        plan_err!("thread_streams needs the session: call it from SQL")
+    }
+
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = "thread_streams";
+        let exprs = args.exprs();
+        if exprs.len() != 1 {
+            return plan_err!("{NAME} takes (process_id), got {} arguments", exprs.len());
+        }
+        let text = string_arg(NAME, "process id", constant(&args, &exprs[0]))?;
+        let pid = process_id(NAME, &text)?;
+        Ok(Arc::new(ThreadStreamsTable::new(self.0.lake.clone(), pid)))
     }
 }

@@ -152,6 +152,22 @@ on_both! {
         assert_eq!(lines(&timeline).len(), 5);
     }
 
+    async fn thread_streams_name_the_threads_behind_stream_ids(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let per_thread = query(&ctx, &format!(
+            "SELECT t.thread_name, count(*) AS spans, count(DISTINCT t.thread_id) AS threads
+             FROM async_events('{pid}') e JOIN thread_streams('{pid}') t ON e.stream_id = t.stream_id
+             WHERE e.event_type = 'begin' GROUP BY t.thread_name")).await;
+        assert_eq!(lines(&per_thread), [format!("tokio-rt-worker|{}|2", workload::spans(SHARED_TOPS))]);
+        let streams = query(&ctx, &format!("SELECT sum(blocks), sum(events), min(begin) <= max(\"end\") FROM thread_streams('{pid}')")).await;
+        let rec = shared_recording();
+        let events: i64 = rec.blocks.iter().map(|b| i64::from(b.nb_objects)).sum();
+        assert_eq!(lines(&streams), [format!("{}|{events}|true", rec.blocks.len())]);
+        let err = common::sql::query_err(&ctx, "SELECT * FROM thread_streams('global')").await;
+        assert!(err.contains("'global' is not supported"), "{err}");
+    }
+
     async fn global_access_fails(backend: Backend) {
         let (t, _pid) = lake_with_workload(backend).await;
         let ctx = context(&t.lake);

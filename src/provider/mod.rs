@@ -11,10 +11,12 @@ mod predicate;
 mod shared;
 mod stream;
 mod table;
+mod threads;
 
 pub use exec::AsyncEventsExec;
 pub use predicate::ScanPredicate;
 pub use table::AsyncEventsTable;
+pub use threads::ThreadStreamsTable;
 
 pub(crate) use predicate::parse_time;
 pub(crate) use shared::SharedBlocks;

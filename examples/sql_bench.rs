@@ -1,0 +1,245 @@
+//! SQL benchmarks on a lake of one process with about 2 million async events.
+//!
+//! ```text
+//! cargo run --release --example sql_bench -- build --dir /tmp/ae-bench [--events 2000000]
+//! cargo run --release --example sql_bench -- run --dir /tmp/ae-bench
+//! cargo run --release --example sql_bench -- scan --dir /tmp/ae-bench   # peak RSS of a full scan
+//! ```
+//! `build` writes realistic thread blocks (256 KiB buffers, 5 worker threads, a third of the
+//! records sync span events) with micromegas-tracing's own `ThreadStream`, encoded by
+//! micromegas's sink, into an embedded lake (SQLite + folder). `run` times the queries (median
+//! of 5) and prints the scan counters. `scan` runs one full scan in a fresh process and prints
+//! its peak resident memory.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use common::lakes::store;
+use common::realistic::{Shape, realistic};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
+use datafusion::prelude::SessionContext;
+use datafusion_async_events::provider::AsyncEventsExec;
+use datafusion_async_events::{Lake, register};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    mode: String,
+    dir: PathBuf,
+    events: usize,
+}
+
+fn args() -> Args {
+    let mut it = std::env::args().skip(1);
+    let mode = it.next().unwrap_or_else(|| "run".into());
+    let mut out = Args {
+        mode,
+        dir: std::env::temp_dir().join("async-events-bench"),
+        events: 2_000_000,
+    };
+    while let Some(a) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--dir" => out.dir = PathBuf::from(value()),
+            "--events" => out.events = value().parse().expect("--events N"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    out
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn current_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn scan_metrics(plan: &Arc<dyn ExecutionPlan>, out: &mut HashMap<String, usize>) {
+    if plan.downcast_ref::<AsyncEventsExec>().is_some()
+        && let Some(m) = plan.metrics()
+    {
+        for metric in m.iter() {
+            *out.entry(metric.value().name().to_string()).or_default() += metric.value().as_usize();
+        }
+    }
+    for child in plan.children() {
+        scan_metrics(child, out);
+    }
+}
+
+/// Runs a query, consuming its output as a stream; returns the rows, time and scan counters.
+async fn measure(ctx: &SessionContext, sql: &str) -> (usize, Duration, HashMap<String, usize>) {
+    let started = Instant::now();
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let mut stream = execute_stream(plan.clone(), ctx.task_ctx()).unwrap();
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        rows += batch.unwrap().num_rows();
+    }
+    let elapsed = started.elapsed();
+    let mut m = HashMap::new();
+    scan_metrics(&plan, &mut m);
+    (rows, elapsed, m)
+}
+
+fn lake_paths(dir: &std::path::Path) -> PathBuf {
+    dir.join("lake")
+}
+
+async fn process_id(ctx: &Lake) -> uuid::Uuid {
+    ctx.processes(1).await.unwrap()[0].process.process_id
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    match args.mode.as_str() {
+        "build" => {
+            let shape = Shape {
+                streams: 5,
+                // about 4 540 async events per 256 KiB block
+                blocks_per_stream: (args.events / 5 / 4_540).max(1),
+                buffer_bytes: 256 * 1024,
+                block_duration: chrono::Duration::seconds(6),
+            };
+            let start = chrono::Utc::now() - chrono::Duration::hours(2);
+            let t = Instant::now();
+            let rec = realistic(shape, start, 2026);
+            let generated = t.elapsed();
+            let _ = std::fs::remove_dir_all(&args.dir);
+            let lake = Lake::embedded(lake_paths(&args.dir)).await.unwrap();
+            let t = Instant::now();
+            store(&lake, &rec).await;
+            let bytes: usize = rec.blocks.iter().map(|b| b.payload.len()).sum();
+            println!(
+                "lake {}: process {}, {} streams, {} blocks, {:.1} MiB of blobs (generated in {:.1}s, stored in {:.1}s)",
+                args.dir.display(),
+                rec.process.process_id,
+                rec.streams.len(),
+                rec.blocks.len(),
+                bytes as f64 / (1 << 20) as f64,
+                generated.as_secs_f64(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        "scan" => {
+            let lake = Lake::embedded(lake_paths(&args.dir)).await.unwrap();
+            let pid = process_id(&lake).await;
+            let ctx = SessionContext::new();
+            register(&ctx, lake);
+            let before = current_rss_mib();
+            let (rows, elapsed, m) =
+                measure(&ctx, &format!("SELECT * FROM async_events('{pid}')")).await;
+            println!(
+                "full scan: {rows} rows in {:.2}s ({:.2} M events/s), blocks fetched {}; RSS before {:.0} MiB, peak {:.0} MiB",
+                elapsed.as_secs_f64(),
+                rows as f64 / elapsed.as_secs_f64() / 1e6,
+                m.get("blocks_fetched").unwrap_or(&0),
+                before,
+                peak_rss_mib()
+            );
+        }
+        "run" => {
+            let lake = Lake::embedded(lake_paths(&args.dir)).await.unwrap();
+            let summary = &lake.processes(1).await.unwrap()[0];
+            let pid = summary.process.process_id;
+            let ctx = SessionContext::new();
+            register(&ctx, lake.clone());
+            let total: i64 = {
+                let batches = collect(
+                    ctx.sql(&format!("SELECT count(*) FROM async_events('{pid}')"))
+                        .await
+                        .unwrap()
+                        .create_physical_plan()
+                        .await
+                        .unwrap(),
+                    ctx.task_ctx(),
+                )
+                .await
+                .unwrap();
+                batches[0].column(0).as_primitive::<Int64Type>().value(0)
+            };
+            let start = summary.process.start_time;
+            let end = summary.last_block_end.unwrap();
+            let span = end - start;
+            let mid = start + span / 2;
+            let window = (mid, mid + span / 100);
+            let fmt = |t: chrono::DateTime<chrono::Utc>| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            };
+            let streams = lake.cpu_streams(pid, None).await.unwrap();
+            let stream = streams[0].stream_id;
+            println!(
+                "process {pid}: {total} async events, {} blocks in {} streams, lifetime {:.0}s",
+                summary.cpu_blocks,
+                summary.cpu_streams,
+                span.num_milliseconds() as f64 / 1e3
+            );
+            let queries = [
+                ("full scan (all columns)", format!("SELECT * FROM async_events('{pid}')")),
+                ("count(*)", format!("SELECT count(*) FROM async_events('{pid}')")),
+                ("1% time window", format!("SELECT * FROM async_events('{pid}') WHERE time BETWEEN '{}' AND '{}'", fmt(window.0), fmt(window.1))),
+                ("one stream_id", format!("SELECT * FROM async_events('{pid}') WHERE stream_id = '{stream}'")),
+                ("ORDER BY time LIMIT 10", format!("SELECT * FROM async_events('{pid}') ORDER BY time LIMIT 10")),
+                ("ORDER BY time DESC LIMIT 10", format!("SELECT * FROM async_events('{pid}') ORDER BY time DESC LIMIT 10")),
+                (
+                    "begin/end duration self-join",
+                    format!(
+                        "SELECT b.name, count(*), avg(CAST(e.time - b.time AS BIGINT)) FROM async_events('{pid}') b
+                         JOIN async_events('{pid}') e ON b.span_id = e.span_id
+                         WHERE b.event_type = 'begin' AND e.event_type = 'end' GROUP BY b.name"
+                    ),
+                ),
+            ];
+            println!(
+                "| query | median time | rows | blocks fetched / listed | shared | events decoded | M events/s |"
+            );
+            println!("|---|---|---|---|---|---|---|");
+            for (name, sql) in &queries {
+                let mut runs = Vec::new();
+                for _ in 0..5 {
+                    runs.push(measure(&ctx, sql).await);
+                }
+                runs.sort_by_key(|r| r.1);
+                let (rows, time, m) = &runs[runs.len() / 2];
+                let get = |k: &str| m.get(k).copied().unwrap_or(0);
+                println!(
+                    "| {name} | {:.1} ms | {rows} | {} / {} | {} | {} | {:.2} |",
+                    time.as_secs_f64() * 1e3,
+                    get("blocks_fetched"),
+                    get("blocks_listed"),
+                    get("blocks_shared"),
+                    get("events_decoded"),
+                    get("events_decoded") as f64 / time.as_secs_f64() / 1e6,
+                );
+            }
+        }
+        other => panic!("unknown mode {other}: build, run or scan"),
+    }
+}
