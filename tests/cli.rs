@@ -136,3 +136,48 @@ async fn errors_print_one_line_and_exit_non_zero() {
     }
     let _ = pid;
 }
+
+#[tokio::test]
+async fn the_lake_comes_from_micromegas_environment_variables() {
+    let (dir, pid) = folder_with_lake().await;
+    let db = format!("sqlite://{}/lake/telemetry.db", dir.path().display());
+    let store = url::Url::from_directory_path(dir.path().join("lake"))
+        .unwrap()
+        .to_string();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |vars: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_async-events"));
+        command
+            .arg("processes")
+            .current_dir(elsewhere.path())
+            .env_remove("MICROMEGAS_SQL_CONNECTION_STRING")
+            .env_remove("MICROMEGAS_OBJECT_STORE_URI");
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    let out = run(&[
+        ("MICROMEGAS_SQL_CONNECTION_STRING", &db),
+        ("MICROMEGAS_OBJECT_STORE_URI", &store),
+    ]);
+    assert!(
+        text(&out.stdout).contains(&pid.to_string()),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&[("MICROMEGAS_SQL_CONNECTION_STRING", &db)]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(
+        "MICROMEGAS_SQL_CONNECTION_STRING is set but MICROMEGAS_OBJECT_STORE_URI is not"
+    ));
+    // Neither: the embedded lake of the working folder, created empty.
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no process"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(elsewhere.path().join("lake").join("telemetry.db").exists());
+}
