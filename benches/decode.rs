@@ -54,7 +54,7 @@ fn input() -> Input {
         .sum();
     Input {
         clock: rec.converter(),
-        layout: stream.layout(),
+        layout: common::producer::layout(stream),
         deps_udts: ciborium::de::from_reader(stream.dependencies_metadata.as_slice()).unwrap(),
         obj_udts: ciborium::de::from_reader(stream.objects_metadata.as_slice()).unwrap(),
         ids: rec

@@ -244,26 +244,29 @@ fn encode_metadata(udts: &[UserDefinedType]) -> Vec<u8> {
     out
 }
 
-fn process_record(info: &ProcessInfo) -> ProcessRecord {
-    let mut properties: Vec<(String, String)> = info
-        .properties
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    properties.sort();
-    ProcessRecord {
-        process_id: info.process_id,
-        exe: info.exe.clone(),
-        username: info.username.clone(),
-        realname: info.realname.clone(),
-        computer: info.computer.clone(),
-        distro: info.distro.clone(),
-        cpu_brand: info.cpu_brand.clone(),
-        tsc_frequency: info.tsc_frequency,
-        start_time: info.start_time,
-        start_ticks: info.start_ticks,
-        parent_process_id: info.parent_process_id,
-        properties,
+impl From<&ProcessInfo> for ProcessRecord {
+    /// The `processes` row of a micromegas-tracing process (properties sorted by name).
+    fn from(info: &ProcessInfo) -> Self {
+        let mut properties: Vec<(String, String)> = info
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        properties.sort();
+        ProcessRecord {
+            process_id: info.process_id,
+            exe: info.exe.clone(),
+            username: info.username.clone(),
+            realname: info.realname.clone(),
+            computer: info.computer.clone(),
+            distro: info.distro.clone(),
+            cpu_brand: info.cpu_brand.clone(),
+            tsc_frequency: info.tsc_frequency,
+            start_time: info.start_time,
+            start_ticks: info.start_ticks,
+            parent_process_id: info.parent_process_id,
+            properties,
+        }
     }
 }
 
@@ -323,7 +326,7 @@ impl EventSink for LakeRecorder {
     fn on_startup(&self, process_info: Arc<ProcessInfo>) {
         self.start_ticks
             .store(process_info.start_ticks, Ordering::Release);
-        self.send(Message::Process(process_record(&process_info)));
+        self.send(Message::Process(ProcessRecord::from(&*process_info)));
     }
 
     fn on_shutdown(&self) {

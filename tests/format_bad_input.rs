@@ -22,7 +22,7 @@ fn subject() -> Subject {
     let rec = &s.recording;
     let block = DecompressedBlock::from_blob(&rec.blocks[0].payload, true).unwrap();
     Subject {
-        layout: rec.streams[0].layout(),
+        layout: common::producer::layout(&rec.streams[0]),
         dependencies: block.dependencies.unwrap(),
         objects: block.objects,
         clock: rec.converter(),
@@ -199,7 +199,7 @@ fn metadata_that_does_not_match_the_payload() {
     // 0.33 blocks read with the 0.30 metadata: 0.33-only type indices are unknown.
     let s = subject();
     let old = scripted_030();
-    let old_layout = old.recording.streams[0].layout();
+    let old_layout = common::producer::layout(&old.recording.streams[0]);
     let wrong = Subject {
         layout: old_layout,
         ..s
@@ -323,7 +323,7 @@ fn fixtures() -> Vec<Fixture> {
             let d = DecompressedBlock::from_blob(&b.payload, true).unwrap();
             let st = rec.stream(b.stream_id);
             out.push((
-                st.layout(),
+                common::producer::layout(st),
                 st.objects_metadata.clone(),
                 b.payload.clone(),
                 d.dependencies.unwrap(),

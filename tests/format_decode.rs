@@ -57,7 +57,7 @@ fn every_033_async_event_type_decodes_exactly() {
 #[test]
 fn blocks_of_a_030_producer_decode_exactly() {
     let s = scripted_030();
-    let layout = s.recording.streams[0].layout();
+    let layout = common::producer::layout(&s.recording.streams[0]);
     assert_eq!(
         layout.async_event_types().len(),
         4,
@@ -70,7 +70,7 @@ fn blocks_of_a_030_producer_decode_exactly() {
 #[test]
 fn metadata_declares_async_types_at_their_indices() {
     let s = scripted_033();
-    let layout = s.recording.streams[0].layout();
+    let layout = common::producer::layout(&s.recording.streams[0]);
     let types: Vec<_> = layout
         .async_event_types()
         .into_iter()
@@ -215,7 +215,7 @@ fn ours_as_reference(rec: &Recording) -> Vec<Vec<RefEvent>> {
     rec.blocks
         .iter()
         .map(|b| {
-            let layout = rec.stream(b.stream_id).layout();
+            let layout = common::producer::layout(rec.stream(b.stream_id));
             let block = DecompressedBlock::from_blob(&b.payload, true).unwrap();
             let mut out = EventBatchBuilder::new(ColumnSet::all());
             let mut decoder = AsyncEventDecoder::new();

@@ -6,16 +6,12 @@ mod common;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
-use common::lakes::{
-    Backend, block_record, open, process_record, store, stored_time, stream_record,
-};
+use common::lakes::{Backend, block_record, decode_from_lake, open, store, stored_time};
 use common::producer::Recording;
 use common::realistic::{Shape, realistic};
 use common::rows;
 use common::scripted::{scripted_030, scripted_033};
-use datafusion_async_events::format::{
-    AsyncEventDecoder, BlockIds, ColumnSet, EventBatchBuilder, RowFilter, StreamLayout,
-};
+use datafusion_async_events::format::{ColumnSet, RowFilter};
 use datafusion_async_events::lake::{
     BlockRecord, LakeOptions, MissingBlobPolicy, ProcessRecord, TimeRange,
 };
@@ -27,43 +23,6 @@ fn expected_block(backend: Backend, b: &common::producer::RawBlock) -> BlockReco
     r.begin_time = stored_time(backend, r.begin_time);
     r.end_time = stored_time(backend, r.end_time);
     r
-}
-
-/// Decodes every block of a process through the lake (metadata, blobs, clock).
-async fn decode_from_lake(lake: &Lake, process_id: Uuid) -> Vec<common::Row> {
-    let process = lake.process(process_id).await.unwrap();
-    let clock = lake.tick_converter(&process).await.unwrap();
-    let streams = lake.cpu_streams(process_id, None).await.unwrap();
-    let ids: Vec<Uuid> = streams.iter().map(|s| s.stream_id).collect();
-    let blocks = lake
-        .blocks(process_id, &ids, TimeRange::all())
-        .await
-        .unwrap();
-    let mut decoder = AsyncEventDecoder::new();
-    let mut out = EventBatchBuilder::new(ColumnSet::all());
-    let mut batches = Vec::new();
-    for b in &blocks {
-        let s = streams.iter().find(|s| s.stream_id == b.stream_id).unwrap();
-        let layout =
-            StreamLayout::from_cbor(&s.dependencies_metadata, &s.objects_metadata).unwrap();
-        let blob = lake.fetch_blob(b).await.unwrap().unwrap();
-        let (sid, bid) = (b.stream_id.to_string(), b.block_id.to_string());
-        decoder
-            .decode_blob(
-                &layout,
-                &blob,
-                BlockIds {
-                    stream_id: &sid,
-                    block_id: &bid,
-                },
-                &clock,
-                &RowFilter::all(),
-                &mut out,
-            )
-            .unwrap();
-        batches.push(out.finish().unwrap());
-    }
-    rows(&batches)
 }
 
 fn realistic_small(start: DateTime<Utc>) -> Recording {
@@ -91,11 +50,11 @@ on_both! {
         for rec in &recordings {
             let pid = rec.process.process_id;
             let got = t.lake.process(pid).await.unwrap();
-            let mut want = process_record(&rec.process);
+            let mut want = rec.process.clone();
             want.start_time = stored_time(backend, want.start_time);
             assert_eq!(got, want);
             let streams = t.lake.cpu_streams(pid, None).await.unwrap();
-            assert_eq!(streams, rec.streams.iter().map(stream_record).collect::<Vec<_>>());
+            assert_eq!(streams, rec.streams.clone());
             let ids: Vec<Uuid> = streams.iter().map(|s| s.stream_id).collect();
             let blocks = t.lake.blocks(pid, &ids, TimeRange::all()).await.unwrap();
             let want: Vec<BlockRecord> = rec.blocks.iter().map(|b| expected_block(backend, b)).collect();
@@ -241,7 +200,7 @@ on_both! {
 
     async fn process_properties_named_micromegas_are_dropped(backend: Backend) {
         let t = open(backend).await;
-        let mut p: ProcessRecord = process_record(&scripted_033().recording.process);
+        let mut p: ProcessRecord = scripted_033().recording.process.clone();
         p.properties = vec![("micromegas.audience".into(), "x".into()), ("region".into(), "eu, \"west\" ü".into())];
         t.lake.insert_process(&p).await.unwrap();
         let got = t.lake.process(p.process_id).await.unwrap();

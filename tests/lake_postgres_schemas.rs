@@ -3,13 +3,10 @@
 
 mod common;
 
-use common::lakes::fresh_pg_database;
+use common::lakes::{decode_from_lake, fresh_pg_database};
 use common::producer::Recording;
 use common::scripted::scripted_033;
 use datafusion_async_events::Lake;
-use datafusion_async_events::format::{
-    AsyncEventDecoder, BlockIds, ColumnSet, EventBatchBuilder, RowFilter, StreamLayout,
-};
 use datafusion_async_events::lake::{TimeRange, blob_key};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use uuid::Uuid;
@@ -150,38 +147,6 @@ async fn shape_of(conn: &mut PgConnection) -> Vec<String> {
     out
 }
 
-async fn decoded_rows(lake: &Lake, pid: Uuid) -> usize {
-    let process = lake.process(pid).await.unwrap();
-    let clock = lake.tick_converter(&process).await.unwrap();
-    let streams = lake.cpu_streams(pid, None).await.unwrap();
-    let ids: Vec<Uuid> = streams.iter().map(|s| s.stream_id).collect();
-    let mut out = EventBatchBuilder::new(ColumnSet::all());
-    let mut decoder = AsyncEventDecoder::new();
-    let mut n = 0;
-    for b in lake.blocks(pid, &ids, TimeRange::all()).await.unwrap() {
-        let s = streams.iter().find(|s| s.stream_id == b.stream_id).unwrap();
-        let layout =
-            StreamLayout::from_cbor(&s.dependencies_metadata, &s.objects_metadata).unwrap();
-        let blob = lake.fetch_blob(&b).await.unwrap().unwrap();
-        let (sid, bid) = (b.stream_id.to_string(), b.block_id.to_string());
-        n += decoder
-            .decode_blob(
-                &layout,
-                &blob,
-                BlockIds {
-                    stream_id: &sid,
-                    block_id: &bid,
-                },
-                &clock,
-                &RowFilter::all(),
-                &mut out,
-            )
-            .unwrap()
-            .rows;
-    }
-    n
-}
-
 #[tokio::test]
 async fn every_released_schema_is_read_and_left_unaltered() {
     for shape in [Shape::VarcharV2, Shape::V3, Shape::V5, Shape::V14] {
@@ -225,7 +190,7 @@ async fn every_released_schema_is_read_and_left_unaltered() {
         let streams = lake.cpu_streams(pid, None).await.unwrap();
         assert_eq!(streams.len(), 1, "{shape:?}");
         assert_eq!(streams[0].property("thread-name"), Some("worker-1"));
-        assert_eq!(decoded_rows(&lake, pid).await, 11, "{shape:?}");
+        assert_eq!(decode_from_lake(&lake, pid).await.len(), 11, "{shape:?}");
         assert!(lake.latest_timing(pid).await.unwrap().is_some());
         if shape == Shape::VarcharV2 {
             let err = lake.insert_process(&p).await.unwrap_err();

@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::lakes::{BACKENDS, Backend, TestLake, open};
+use common::lakes::{BACKENDS, Backend, TestLake, decode_from_lake, open};
 use common::producer::{RawProcess, Recording, encode_thread_block, thread_stream};
 use common::{Row, rows, workload};
 use datafusion_async_events::format::{ColumnSet, RowFilter};
-use datafusion_async_events::lake::TimeRange;
 use datafusion_async_events::recorder::{LakeRecorder, RecordingOptions, start_recording};
 use micromegas_tracing::event::{EventSink, TracingBlock, in_memory_sink::InMemorySink};
 use micromegas_tracing::images::{ImageBlock, ImageStream};
@@ -87,39 +86,9 @@ impl EventSink for Tee {
     }
 }
 
-/// Every row of a process, read through the lake, without block ids (the recorder and
-/// micromegas's sink each draw their own).
+/// Every row of a process, read through the lake.
 fn lake_rows(t: &TestLake, rt: &tokio::runtime::Runtime, pid: Uuid) -> Vec<Row> {
-    rt.block_on(async {
-        let lake = &t.lake;
-        let process = lake.process(pid).await.unwrap();
-        let clock = lake.tick_converter(&process).await.unwrap();
-        let streams = lake.cpu_streams(pid, None).await.unwrap();
-        let ids: Vec<Uuid> = streams.iter().map(|s| s.stream_id).collect();
-        let mut out = datafusion_async_events::format::EventBatchBuilder::new(ColumnSet::all());
-        let mut decoder = datafusion_async_events::format::AsyncEventDecoder::new();
-        let mut batches = Vec::new();
-        for b in lake.blocks(pid, &ids, TimeRange::all()).await.unwrap() {
-            let s = streams.iter().find(|s| s.stream_id == b.stream_id).unwrap();
-            let layout = datafusion_async_events::format::StreamLayout::from_cbor(
-                &s.dependencies_metadata,
-                &s.objects_metadata,
-            )
-            .unwrap();
-            let blob = lake.fetch_blob(&b).await.unwrap().unwrap();
-            let (sid, bid) = (b.stream_id.to_string(), b.block_id.to_string());
-            let ids = datafusion_async_events::format::BlockIds {
-                stream_id: &sid,
-                block_id: &bid,
-            };
-            decoder
-                .decode_blob(&layout, &blob, ids, &clock, &RowFilter::all(), &mut out)
-                .unwrap();
-            batches.push(out.finish().unwrap());
-        }
-        let _ = clock;
-        rows(&batches)
-    })
+    rt.block_on(decode_from_lake(&t.lake, pid))
 }
 
 fn without_block_ids(mut rows: Vec<Row>) -> Vec<Row> {
@@ -207,7 +176,7 @@ fn a_real_tokio_workload_recorded_into_each_lake_reads_back_whole() {
         );
         // Micromegas's own encoding of the very same blocks.
         let reference = Recording {
-            process: RawProcess::from_info(&info),
+            process: RawProcess::from(&*info),
             streams: state
                 .thread_stream_descs
                 .iter()

@@ -99,6 +99,12 @@ pub struct Lake {
     inner: Arc<Inner>,
 }
 
+/// Wraps a driver error with what was being done.
+pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Database { context, source }
+}
+
 /// The URL with its password removed, for messages.
 pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {

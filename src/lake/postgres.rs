@@ -9,7 +9,7 @@
 //! its later migrations); an existing schema is never altered.
 
 use super::records::{BlockRecord, ProcessRecord, ProcessSummary, StreamRecord, TimeRange};
-use super::{LakeOptions, redact};
+use super::{LakeOptions, db_err, redact};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -120,11 +120,6 @@ CREATE UNIQUE INDEX blocks_block_id_unique ON blocks(block_id);
 CREATE TABLE migration(version integer);
 INSERT INTO migration VALUES(4);
 ";
-
-fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Database { context, source }
-}
 
 /// `properties` as two parallel text arrays (keys, values), in stored order.
 fn properties_sql(column: &str) -> String {

@@ -4,8 +4,8 @@
 //! the Unix epoch (UTC), tags and properties are JSON text. Blocks get composite indexes on
 //! `(stream_id, begin_time)` and `(stream_id, end_time)` for time-window listing per stream.
 
-use super::LakeOptions;
 use super::records::{BlockRecord, ProcessRecord, ProcessSummary, StreamRecord, TimeRange};
+use super::{LakeOptions, db_err};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -13,7 +13,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
@@ -43,11 +42,6 @@ CREATE INDEX IF NOT EXISTS block_stream_end ON blocks(stream_id, end_time);
 pub(crate) struct SqliteMeta {
     pool: SqlitePool,
     url: String,
-}
-
-fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Database { context, source }
 }
 
 fn ns(t: DateTime<Utc>) -> i64 {
@@ -266,7 +260,6 @@ impl SqliteMeta {
         let rows = query.fetch_all(&self.pool).await.map_err(db_err(format!(
             "listing the blocks of process {process_id}"
         )))?;
-        let mut seen = HashSet::with_capacity(rows.len());
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let block = BlockRecord {
@@ -281,9 +274,7 @@ impl SqliteMeta {
                 object_offset: get(row, "object_offset")?,
                 payload_size: get(row, "payload_size")?,
             };
-            if seen.insert(block.block_id) {
-                out.push(block);
-            }
+            out.push(block);
         }
         Ok(out)
     }

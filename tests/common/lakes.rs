@@ -1,10 +1,10 @@
 //! Lakes for the tests: the embedded SQLite lake in a temporary folder, and a fresh database on
 //! the PostgreSQL server named by `ASYNC_EVENTS_TEST_POSTGRES` (started by `scripts/test.sh`).
 
-use super::producer::{RawBlock, RawProcess, RawStream, Recording};
+use super::producer::{RawBlock, Recording};
 use bytes::Bytes;
 use datafusion_async_events::Lake;
-use datafusion_async_events::lake::{BlockRecord, LakeOptions, ProcessRecord, StreamRecord};
+use datafusion_async_events::lake::{BlockRecord, LakeOptions};
 use sqlx::Connection;
 use tempfile::TempDir;
 
@@ -72,57 +72,16 @@ pub async fn open_with(backend: Backend, options: LakeOptions) -> TestLake {
     }
 }
 
-pub fn process_record(p: &RawProcess) -> ProcessRecord {
-    ProcessRecord {
-        process_id: p.process_id,
-        exe: p.exe.clone(),
-        username: p.username.clone(),
-        realname: p.realname.clone(),
-        computer: p.computer.clone(),
-        distro: p.distro.clone(),
-        cpu_brand: p.cpu_brand.clone(),
-        tsc_frequency: p.tsc_frequency,
-        start_time: p.start_time,
-        start_ticks: p.start_ticks,
-        parent_process_id: p.parent_process_id,
-        properties: p.properties.clone(),
-    }
-}
-
-pub fn stream_record(s: &RawStream) -> StreamRecord {
-    StreamRecord {
-        stream_id: s.stream_id,
-        process_id: s.process_id,
-        dependencies_metadata: s.dependencies_metadata.clone(),
-        objects_metadata: s.objects_metadata.clone(),
-        tags: s.tags.clone(),
-        properties: s.properties.clone(),
-    }
-}
-
 pub fn block_record(b: &RawBlock) -> BlockRecord {
-    BlockRecord {
-        block_id: b.block_id,
-        stream_id: b.stream_id,
-        process_id: b.process_id,
-        begin_time: b.begin_time,
-        begin_ticks: b.begin_ticks,
-        end_time: b.end_time,
-        end_ticks: b.end_ticks,
-        nb_objects: b.nb_objects,
-        object_offset: b.object_offset,
-        payload_size: b.payload.len() as i64,
-    }
+    b.record.clone()
 }
 
 /// Stores a recording the way micromegas's ingestion does: process, streams, then each block's
 /// blob followed by its row.
 pub async fn store(lake: &Lake, rec: &Recording) {
-    lake.insert_process(&process_record(&rec.process))
-        .await
-        .unwrap();
+    lake.insert_process(&rec.process).await.unwrap();
     for s in &rec.streams {
-        lake.insert_stream(&stream_record(s)).await.unwrap();
+        lake.insert_stream(s).await.unwrap();
     }
     for b in &rec.blocks {
         lake.insert_block(&block_record(b), Bytes::from(b.payload.clone()))
@@ -143,4 +102,39 @@ pub fn stored_time(
             chrono::DateTime::from_timestamp_nanos(ns - ns.rem_euclid(1000))
         }
     }
+}
+
+/// Every async event of a process, read through the lake (metadata, blobs, the process's
+/// clock) and decoded block by block with the format layer.
+pub async fn decode_from_lake(lake: &Lake, process_id: uuid::Uuid) -> Vec<super::Row> {
+    use datafusion_async_events::format::{
+        AsyncEventDecoder, BlockIds, ColumnSet, EventBatchBuilder, RowFilter,
+    };
+    use datafusion_async_events::lake::TimeRange;
+    let process = lake.process(process_id).await.unwrap();
+    let clock = lake.tick_converter(&process).await.unwrap();
+    let streams = lake.cpu_streams(process_id, None).await.unwrap();
+    let ids: Vec<uuid::Uuid> = streams.iter().map(|s| s.stream_id).collect();
+    let mut decoder = AsyncEventDecoder::new();
+    let mut out = EventBatchBuilder::new(ColumnSet::all());
+    let mut batches = Vec::new();
+    for b in lake
+        .blocks(process_id, &ids, TimeRange::all())
+        .await
+        .unwrap()
+    {
+        let stream = streams.iter().find(|s| s.stream_id == b.stream_id).unwrap();
+        let blob = lake.fetch_blob(&b).await.unwrap().unwrap();
+        let (sid, bid) = (b.stream_id.to_string(), b.block_id.to_string());
+        let ids = BlockIds {
+            stream_id: &sid,
+            block_id: &bid,
+        };
+        let layout = super::producer::layout(stream);
+        decoder
+            .decode_blob(&layout, &blob, ids, &clock, &RowFilter::all(), &mut out)
+            .unwrap();
+        batches.push(out.finish().unwrap());
+    }
+    super::rows(&batches)
 }

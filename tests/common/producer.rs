@@ -7,85 +7,54 @@ use datafusion_async_events::format::{
     AsyncEventDecoder, BlockIds, ColumnSet, DecompressedBlock, EventBatchBuilder, LatestTiming,
     RowFilter, StreamLayout, TickConverter,
 };
+use datafusion_async_events::lake::{BlockRecord, ProcessRecord, StreamRecord};
 use micromegas_telemetry_sink::stream_block::StreamBlock;
 use micromegas_tracing::prelude::ProcessInfo;
 use micromegas_tracing::spans::{ThreadBlock, ThreadStream};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// A `processes` row.
-#[derive(Debug, Clone)]
-pub struct RawProcess {
-    pub process_id: Uuid,
-    pub exe: String,
-    pub username: String,
-    pub realname: String,
-    pub computer: String,
-    pub distro: String,
-    pub cpu_brand: String,
-    pub tsc_frequency: i64,
-    pub start_time: DateTime<Utc>,
-    pub start_ticks: i64,
-    pub parent_process_id: Option<Uuid>,
-    pub properties: Vec<(String, String)>,
-}
+/// A `processes` row: the lake's own record.
+pub type RawProcess = ProcessRecord;
 
-impl RawProcess {
-    pub fn from_info(info: &ProcessInfo) -> Self {
-        let mut properties: Vec<_> = info
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        properties.sort();
-        Self {
-            process_id: info.process_id,
-            exe: info.exe.clone(),
-            username: info.username.clone(),
-            realname: info.realname.clone(),
-            computer: info.computer.clone(),
-            distro: info.distro.clone(),
-            cpu_brand: info.cpu_brand.clone(),
-            tsc_frequency: info.tsc_frequency,
-            start_time: info.start_time,
-            start_ticks: info.start_ticks,
-            parent_process_id: info.parent_process_id,
-            properties,
-        }
-    }
-}
+/// A `streams` row: the lake's own record.
+pub type RawStream = StreamRecord;
 
-/// A `streams` row.
-#[derive(Debug, Clone)]
-pub struct RawStream {
-    pub stream_id: Uuid,
-    pub process_id: Uuid,
-    pub dependencies_metadata: Vec<u8>,
-    pub objects_metadata: Vec<u8>,
-    pub tags: Vec<String>,
-    pub properties: Vec<(String, String)>,
-}
-
-impl RawStream {
-    pub fn layout(&self) -> StreamLayout {
-        StreamLayout::from_cbor(&self.dependencies_metadata, &self.objects_metadata).unwrap()
-    }
+/// The compiled layout of a stream's metadata.
+pub fn layout(stream: &StreamRecord) -> StreamLayout {
+    StreamLayout::from_cbor(&stream.dependencies_metadata, &stream.objects_metadata).unwrap()
 }
 
 /// A `blocks` row and its blob.
 #[derive(Debug, Clone)]
 pub struct RawBlock {
-    pub block_id: Uuid,
-    pub stream_id: Uuid,
-    pub process_id: Uuid,
-    pub begin_time: DateTime<Utc>,
-    pub begin_ticks: i64,
-    pub end_time: DateTime<Utc>,
-    pub end_ticks: i64,
-    pub nb_objects: i32,
-    pub object_offset: i64,
+    /// The row (its `payload_size` is the blob's length).
+    pub record: BlockRecord,
     /// The stored blob: CBOR `BlockPayload`.
     pub payload: Vec<u8>,
+}
+
+impl RawBlock {
+    pub fn new(record: BlockRecord, payload: Vec<u8>) -> Self {
+        let record = BlockRecord {
+            payload_size: payload.len() as i64,
+            ..record
+        };
+        Self { record, payload }
+    }
+}
+
+impl std::ops::Deref for RawBlock {
+    type Target = BlockRecord;
+    fn deref(&self) -> &BlockRecord {
+        &self.record
+    }
+}
+
+impl std::ops::DerefMut for RawBlock {
+    fn deref_mut(&mut self) -> &mut BlockRecord {
+        &mut self.record
+    }
 }
 
 /// One recorded process: its rows and blobs.
@@ -130,7 +99,7 @@ impl Recording {
         self.blocks
             .iter()
             .map(|b| {
-                let layout = self.stream(b.stream_id).layout();
+                let layout = layout(self.stream(b.stream_id));
                 let block = DecompressedBlock::from_blob(&b.payload, needs_deps).unwrap();
                 let (sid, bid) = (b.stream_id.to_string(), b.block_id.to_string());
                 let ids = BlockIds {
@@ -198,7 +167,7 @@ pub fn from_wire_block(wire: &[u8]) -> RawBlock {
         ciborium::de::from_reader(wire).unwrap();
     let payload = micromegas_telemetry::wire_format::encode_cbor(&block.payload).unwrap();
     let parse = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-    RawBlock {
+    let record = BlockRecord {
         block_id: block.block_id,
         stream_id: block.stream_id,
         process_id: block.process_id,
@@ -208,6 +177,7 @@ pub fn from_wire_block(wire: &[u8]) -> RawBlock {
         end_ticks: block.end_ticks,
         nb_objects: block.nb_objects,
         object_offset: block.object_offset,
-        payload,
-    }
+        payload_size: 0,
+    };
+    RawBlock::new(record, payload)
 }

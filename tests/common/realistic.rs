@@ -254,7 +254,7 @@ pub fn realistic(shape: Shape, start_time: DateTime<Utc>, seed: u64) -> Recordin
         }
     }
     Recording {
-        process: RawProcess::from_info(&info),
+        process: RawProcess::from(&info),
         streams,
         blocks,
     }

@@ -269,7 +269,7 @@ pub fn scripted_033() -> Scripted {
     )];
     Scripted {
         recording: Recording {
-            process: RawProcess::from_info(&info),
+            process: RawProcess::from(&info),
             streams,
             blocks,
         },
@@ -390,7 +390,7 @@ pub fn scripted_030() -> Scripted {
         dependencies: compress(b.events.extract().as_bytes()).unwrap(),
         objects: compress(b.events.as_bytes()).unwrap(),
     };
-    let raw = RawBlock {
+    let record = datafusion_async_events::lake::BlockRecord {
         block_id: Uuid::new_v4(),
         stream_id: stream.stream_id(),
         process_id: pid,
@@ -400,8 +400,12 @@ pub fn scripted_030() -> Scripted {
         end_ticks: 100,
         nb_objects: b.nb_objects() as i32,
         object_offset: b.object_offset() as i64,
-        payload: micromegas_telemetry::wire_format::encode_cbor(&payload).unwrap(),
+        payload_size: 0,
     };
+    let raw = RawBlock::new(
+        record,
+        micromegas_telemetry::wire_format::encode_cbor(&payload).unwrap(),
+    );
     let flatten = |udts: Vec<micromegas_transit_030::UserDefinedType>| {
         let mut out = udts.clone();
         let mut stack: Vec<_> = udts.iter().flat_map(|u| u.secondary_udts.clone()).collect();
@@ -449,7 +453,7 @@ pub fn scripted_030() -> Scripted {
     };
     Scripted {
         recording: Recording {
-            process: RawProcess::from_info(&info),
+            process: RawProcess::from(&info),
             streams: vec![stream_row],
             blocks: vec![raw],
         },
@@ -506,7 +510,7 @@ pub fn out_of_order() -> Recording {
     });
     let second = close(&mut stream, &info, 1000, 2000);
     Recording {
-        process: RawProcess::from_info(&info),
+        process: RawProcess::from(&info),
         streams: vec![thread_stream(pid, stream.stream_id(), &HashMap::new())],
         blocks: vec![first, second],
     }

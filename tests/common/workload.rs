@@ -147,7 +147,7 @@ pub fn record_workload(tops: u32) -> Recording {
         .map(|b| encode_thread_block(b, &info))
         .collect();
     let recording = Recording {
-        process: RawProcess::from_info(&info),
+        process: RawProcess::from(&*info),
         streams,
         blocks,
     };
