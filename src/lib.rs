@@ -19,7 +19,7 @@
 //! ```
 //!
 //! Layers, top to bottom: [`udtf`] (the table functions) → [`provider`] (the DataFusion table
-//! and scan) → [`lake`] (metadata database and object store) and [`format`] (block bytes to
+//! and scan) → [`lake`] (metadata database and object store) and [`format`](mod@format) (block bytes to
 //! Arrow rows). [`recorder`] writes instrumented programs into a lake.
 
 mod error;

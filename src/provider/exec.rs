@@ -55,7 +55,8 @@ pub(crate) struct ScanState {
     pub fetches: Arc<Semaphore>,
 }
 
-/// Leaf plan reading the async events of one process. See the [module](self) docs.
+/// Leaf plan reading the async events of one process: one partition per thread stream, blocks
+/// fetched a few ahead and decoded lazily, pushed filters used to skip blocks.
 #[derive(Debug, Clone)]
 pub struct AsyncEventsExec {
     state: Arc<ScanState>,
