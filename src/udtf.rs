@@ -132,6 +132,12 @@ fn string_arg(function: &str, what: &str, value: Option<ScalarValue>) -> Result<
     }
 }
 
+/// A process id argument: a UUID string, not `'global'`.
+fn process_arg(function: &str, args: &TableFunctionArgs, expr: &Expr) -> Result<Uuid> {
+    let text = string_arg(function, "process id", constant(args, expr))?;
+    process_id(function, &text)
+}
+
 fn process_id(function: &str, text: &str) -> Result<Uuid> {
     if text.eq_ignore_ascii_case("global") {
         return plan_err!(
@@ -179,11 +185,6 @@ fn time_arg(function: &str, which: &str, value: Option<ScalarValue>) -> Result<O
 }
 
 impl TableFunctionImpl for AsyncEventsFunction {
-    #[allow(deprecated)]
-    fn call(&self, _exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
-        plan_err!("async_events needs the session: call it from SQL")
-    }
-
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         const NAME: &str = "async_events";
         let exprs = args.exprs();
@@ -193,8 +194,7 @@ impl TableFunctionImpl for AsyncEventsFunction {
                 exprs.len()
             );
         }
-        let text = string_arg(NAME, "process id", constant(&args, &exprs[0]))?;
-        let pid = process_id(NAME, &text)?;
+        let pid = process_arg(NAME, &args, &exprs[0])?;
         let bounds = if exprs.len() == 3 {
             (
                 time_arg(NAME, "begin", constant(&args, &exprs[1]))?,
@@ -208,11 +208,6 @@ impl TableFunctionImpl for AsyncEventsFunction {
 }
 
 impl TableFunctionImpl for ViewInstanceFunction {
-    #[allow(deprecated)]
-    fn call(&self, _exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
-        plan_err!("view_instance needs the session: call it from SQL")
-    }
-
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         const NAME: &str = "view_instance";
         let exprs = args.exprs();
@@ -235,19 +230,13 @@ impl TableFunctionImpl for ViewInstanceFunction {
 }
 
 impl TableFunctionImpl for ThreadStreamsFunction {
-    #[allow(deprecated)]
-    fn call(&self, _exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
-        plan_err!("thread_streams needs the session: call it from SQL")
-    }
-
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         const NAME: &str = "thread_streams";
         let exprs = args.exprs();
         if exprs.len() != 1 {
             return plan_err!("{NAME} takes (process_id), got {} arguments", exprs.len());
         }
-        let text = string_arg(NAME, "process id", constant(&args, &exprs[0]))?;
-        let pid = process_id(NAME, &text)?;
+        let pid = process_arg(NAME, &args, &exprs[0])?;
         Ok(Arc::new(ThreadStreamsTable::new(self.0.lake.clone(), pid)))
     }
 }
