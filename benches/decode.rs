@@ -17,10 +17,9 @@ use datafusion::arrow::array::{
     TimestampNanosecondBuilder, UInt32Builder,
 };
 use datafusion::arrow::datatypes::Int32Type;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion_async_events::format::{
     AsyncEventDecoder, BlockIds, ColumnSet, EventBatchBuilder, RowFilter, StreamLayout,
-    TickConverter, async_events_schema,
+    TickConverter,
 };
 use micromegas_transit::value::Value;
 use micromegas_transit::{UserDefinedType, parse_object_buffer, read_dependencies};
@@ -224,7 +223,6 @@ fn bench(c: &mut Criterion) {
     let mut decoder = AsyncEventDecoder::new();
     assert_eq!(ours(&input, &mut decoder) as u64, input.events);
     assert_eq!(micromegas_transit(&input) as u64, input.events);
-    let _ = async_events_schema();
     let raw: usize = input.rec.blocks.iter().map(|b| b.payload.len()).sum();
     eprintln!(
         "{} blocks, {} async events, {} stored bytes",
@@ -243,7 +241,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(lz4_only(&payloads, &mut buf)))
     });
     group.finish();
-    black_box(RecordBatch::new_empty(async_events_schema()));
 }
 
 criterion_group!(benches, bench);

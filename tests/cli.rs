@@ -89,7 +89,7 @@ async fn processes_and_queries_in_three_formats() {
 
 #[tokio::test]
 async fn errors_print_one_line_and_exit_non_zero() {
-    let (dir, pid) = folder_with_lake().await;
+    let (dir, _pid) = folder_with_lake().await;
     let unknown = uuid::Uuid::new_v4();
     let cases = [
         (
@@ -134,7 +134,6 @@ async fn errors_print_one_line_and_exit_non_zero() {
         );
         assert!(!stderr.contains("pw@"), "no password in messages: {stderr}");
     }
-    let _ = pid;
 }
 
 #[tokio::test]

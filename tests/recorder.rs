@@ -383,6 +383,5 @@ fn two_recorders_and_many_threads_lose_nothing() {
                 (threads as i64, (threads * blocks) as i64)
             );
         }
-        let _ = encode_thread_block;
     }
 }

@@ -6,7 +6,7 @@
 use super::producer::{
     RawBlock, RawProcess, RawStream, Recording, encode_thread_block, thread_stream,
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use micromegas_tracing::dispatch::make_process_info;
 use micromegas_tracing::event::TracingBlock;
 use micromegas_tracing::levels::Verbosity;
@@ -40,8 +40,6 @@ pub struct Expected {
 pub struct Scripted {
     pub recording: Recording,
     pub expected: Vec<Expected>,
-    /// Thread (sync) events written among the async ones.
-    pub sync_events: usize,
 }
 
 static TOP: SpanMetadata = SpanMetadata {
@@ -274,7 +272,6 @@ pub fn scripted_033() -> Scripted {
             blocks,
         },
         expected,
-        sync_events: 4,
     }
 }
 
@@ -463,13 +460,7 @@ pub fn scripted_030() -> Scripted {
             named("end", 30),
             top("end", 40),
         ],
-        sync_events: 2,
     }
-}
-
-/// The start time of a recording, for building expected times.
-pub fn start(rec: &Recording) -> DateTime<Utc> {
-    rec.process.start_time
 }
 
 /// A thread stream whose second block holds an event earlier than the first block's events

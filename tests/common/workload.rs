@@ -94,8 +94,6 @@ pub const SPANS_PER_TOP: usize = 15;
 pub const HANDED_SPANS: usize = 3;
 /// Spans that never end per `top(i)`: the dropped leaf.
 pub const UNFINISHED_PER_TOP: usize = 1;
-/// Sync spans per `top(i)`.
-pub const SYNC_SPANS_PER_TOP: usize = 1;
 
 /// Runs `tops` instances of `top` concurrently on a 2-worker runtime built with
 /// `with_tracing_callbacks()`, under whatever dispatch is initialized; returns when the workers
