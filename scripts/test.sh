@@ -8,4 +8,4 @@ if [ -z "${ASYNC_EVENTS_TEST_POSTGRES:-}" ]; then
   eval "$(scripts/pg-server.sh start)"
   trap 'scripts/pg-server.sh stop "$PG_DIR"' EXIT
 fi
-cargo test "$@"
+cargo test --features cli "$@"

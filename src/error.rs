@@ -107,6 +107,12 @@ pub enum Error {
     /// A metadata row has a value this crate cannot use.
     #[error("bad metadata row: {0}")]
     BadRow(String),
+    /// The recorder could not start or write.
+    #[error("recorder: {0}")]
+    Recorder(String),
+    /// A failure of this crate's own machinery (not of the data or the lake).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Result of this crate.

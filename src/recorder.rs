@@ -128,7 +128,7 @@ impl LakeRecorder {
             std::thread::Builder::new()
                 .name("lake-recorder".into())
                 .spawn(move || write_loop(lake, receiver, &counters, &start_ticks))
-                .map_err(|e| Error::Config(format!("cannot start the recorder thread: {e}")))?
+                .map_err(|e| Error::Recorder(format!("cannot start the recorder thread: {e}")))?
         };
         Ok(Self {
             sender: Mutex::new(Some(sender)),
@@ -434,9 +434,9 @@ pub fn start_recording(lake: Lake, options: RecordingOptions) -> Result<Recordin
         options.process_properties,
         options.cpu_tracing,
     )
-    .map_err(|e| Error::Config(format!("cannot start recording: {e}")))?;
+    .map_err(|e| Error::Recorder(format!("cannot start recording: {e}")))?;
     let process_id = dispatch::process_id()
-        .ok_or_else(|| Error::Config("the dispatch has no process id".into()))?;
+        .ok_or_else(|| Error::Recorder("the dispatch has no process id".into()))?;
     Ok(Recording {
         recorder,
         process_id,

@@ -7,7 +7,7 @@
 
 use crate::lake::Lake;
 use crate::provider::{
-    AsyncEventsTable, ScanOptions, SharedBlocks, ThreadStreamsTable, parse_time,
+    AsyncEventsTable, ScanOptions, TableContext, ThreadStreamsTable, parse_time,
 };
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, Result, ScalarValue, plan_err};
@@ -15,8 +15,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::prelude::SessionContext;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The view set name of `view_instance` (micromegas's name for this view).
@@ -46,7 +45,7 @@ pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
     let tables = Arc::new(Tables {
         lake,
         options,
-        shared: Mutex::new(HashMap::new()),
+        context: Arc::new(TableContext::default()),
     });
     ctx.register_udtf(
         "async_events",
@@ -59,33 +58,23 @@ pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
     ctx.register_udtf("thread_streams", Arc::new(ThreadStreamsFunction(tables)));
 }
 
-/// Makes the tables of both functions; tables of the same process planned while another is
-/// alive (the two sides of a self-join) share their blocks.
+/// Makes the tables of the functions. They share compiled stream layouts, and the scans of one
+/// query that read the same process (the two sides of a self-join) share their blocks.
 #[derive(Debug)]
 struct Tables {
     lake: Lake,
     options: ScanOptions,
-    shared: Mutex<HashMap<Uuid, Weak<SharedBlocks>>>,
+    context: Arc<TableContext>,
 }
 
 impl Tables {
     fn table(&self, process_id: Uuid, bounds: (Option<i64>, Option<i64>)) -> AsyncEventsTable {
-        let mut registry = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        registry.retain(|_, w| w.strong_count() > 0);
-        let shared = match registry.get(&process_id).and_then(Weak::upgrade) {
-            Some(s) => s,
-            None => {
-                let s = Arc::new(SharedBlocks::new(self.options.shared_block_budget));
-                registry.insert(process_id, Arc::downgrade(&s));
-                s
-            }
-        };
-        AsyncEventsTable::with_shared(
+        AsyncEventsTable::with_context(
             self.lake.clone(),
             process_id,
             bounds,
             self.options.clone(),
-            shared,
+            self.context.clone(),
         )
     }
 }

@@ -180,3 +180,77 @@ async fn the_lake_comes_from_micromegas_environment_variables() {
     );
     assert!(elsewhere.path().join("lake").join("telemetry.db").exists());
 }
+
+#[tokio::test]
+async fn skipped_blocks_are_warned_about_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::embedded(dir.path().join("lake")).await.unwrap();
+    let rec = scripted_033().recording;
+    store(&lake, &rec).await;
+    let pid = rec.process.process_id;
+    let victim = &rec.blocks[0];
+    let blob = dir
+        .path()
+        .join("lake")
+        .join(datafusion_async_events::lake::blob_key(
+            victim.process_id,
+            victim.stream_id,
+            victim.block_id,
+        ));
+    std::fs::remove_file(blob).unwrap();
+    let sql = format!("SELECT count(*) AS n FROM async_events('{pid}')");
+    let out = cli(dir.path(), &["sql", &sql]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is missing"));
+    let out = cli(
+        dir.path(),
+        &["--skip-bad-blocks", "sql", "--format", "csv", &sql],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "n\n3\n", "the rows of the other block");
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("warn: skipped block") && stderr.contains(&victim.block_id.to_string()),
+        "{stderr}"
+    );
+    // -v adds the crate's debug messages (a filter evaluated above the scan, here).
+    let out = cli(
+        dir.path(),
+        &[
+            "-v",
+            "--skip-bad-blocks",
+            "sql",
+            &format!("SELECT count(*) FROM async_events('{pid}') WHERE depth = NULL OR depth = 1"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn quickstart_records_a_service_and_answers_the_example_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(dir.path(), &["quickstart"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("Recorded process "), "{stdout}");
+    for title in [
+        "Top-level async operations by average duration",
+        "How deep the async call tree goes",
+        "Spans that never finished",
+        "Which worker thread ran what",
+    ] {
+        assert!(stdout.contains(title), "{title}: {stdout}");
+    }
+    assert!(
+        stdout.contains("handle_request") && stdout.contains("tokio-rt-worker"),
+        "{stdout}"
+    );
+    // The recording is in ./lake, where the other commands find it.
+    let out = cli(dir.path(), &["processes"]);
+    assert!(
+        text(&out.stdout).contains("async-events"),
+        "{}",
+        text(&out.stdout)
+    );
+}

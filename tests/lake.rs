@@ -157,7 +157,7 @@ on_both! {
         let latest = t.lake.latest_timing(pid).await.unwrap().unwrap();
         assert_eq!(latest.end_ticks, log_block.end_ticks);
         let process = t.lake.process(pid).await.unwrap();
-        let clock = t.lake.tick_converter(&process).await.unwrap();
+        let clock = datafusion_async_events::provider::process_clock(&t.lake, &process).await.unwrap();
         let secs = (stored_time(backend, log_block.end_time) - process.start_time).num_nanoseconds().unwrap() as f64 / 1e9;
         assert_eq!(clock.frequency(), (log_block.end_ticks as f64 / secs).round() as i64);
         // The log stream is not a cpu stream: it is never listed for async events.

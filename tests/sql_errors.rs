@@ -59,14 +59,23 @@ on_both! {
         assert!(err.contains(&format!("block {}", victim.block_id)), "{err}");
         assert!(err.contains(&format!("stream {}", victim.stream_id)), "{err}");
         assert!(err.contains("LZ4") || err.contains("CBOR"), "{err}");
+        common::logs::start();
         let skipping = SessionContext::new();
         datafusion_async_events::register_with(&skipping, t.lake.clone(), ScanOptions { skip_corrupt_blocks: true, ..ScanOptions::default() });
         let (rows, m) = run_measured(&skipping, &format!("SELECT * FROM async_events('{pid}')")).await;
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 8, "the rows of the intact block");
         assert_eq!(m.get("blocks_corrupt"), 1);
+        // The skip is logged as a warning naming the block, its stream, the process and why.
+        let logged = common::logs::containing(&victim.block_id.to_string());
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        let line = &logged[0];
+        assert!(line.starts_with("WARN: skipped corrupt block"), "{line}");
+        assert!(line.contains(&format!("stream {}", victim.stream_id)) && line.contains(&format!("process {pid}")), "{line}");
+        assert!(line.contains("LZ4") || line.contains("CBOR"), "{line}");
     }
 
     async fn a_missing_blob_is_named_or_skipped_and_counted(backend: Backend) {
+        common::logs::start();
         let t = open(backend).await;
         let rec = scripted_033().recording;
         store(&t.lake, &rec).await;
@@ -83,6 +92,9 @@ on_both! {
         let (rows, m) = run_measured(&context(&skipping), &format!("SELECT * FROM async_events('{pid}')")).await;
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3, "the rows of the other block");
         assert_eq!((m.get("blocks_missing"), m.get("blocks_fetched")), (1, 1));
+        let logged = common::logs::containing(&victim.block_id.to_string());
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert!(logged[0].starts_with("WARN: skipped block") && logged[0].contains("missing") && logged[0].contains(&format!("process {pid}")), "{logged:?}");
     }
 
     async fn a_stream_going_back_in_time_is_an_error_unless_order_is_not_declared(backend: Backend) {

@@ -14,10 +14,11 @@ mod records;
 mod sqlite;
 
 pub use postgres::PgSchema;
-pub use records::{BlockRecord, ProcessRecord, ProcessSummary, StreamRecord, TimeRange, blob_key};
+pub use records::{
+    BlockRecord, LatestTiming, ProcessRecord, ProcessSummary, StreamRecord, TimeRange, blob_key,
+};
 
 use crate::error::{Error, Result};
-use crate::format::{LatestTiming, TickConverter};
 use blobs::BlobStore;
 use bytes::Bytes;
 use postgres::PgMeta;
@@ -105,6 +106,15 @@ pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> 
     move |source| Error::Database { context, source }
 }
 
+/// The error of reading a column of a metadata row. The message is only built on failure:
+/// getters run for every column of every row (a block listing reads millions of them).
+pub(crate) fn column_err(column: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+    move |source| Error::Database {
+        context: format!("reading {column}"),
+        source,
+    }
+}
+
 /// The URL with its password removed, for messages.
 pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -121,6 +131,11 @@ impl Lake {
     /// Opens the lake of `MICROMEGAS_SQL_CONNECTION_STRING` and `MICROMEGAS_OBJECT_STORE_URI`,
     /// or, when neither is set, the embedded lake in `./lake`.
     pub async fn from_env() -> Result<Self> {
+        Self::from_env_with(LakeOptions::default()).await
+    }
+
+    /// [`from_env`](Self::from_env) with explicit options.
+    pub async fn from_env_with(options: LakeOptions) -> Result<Self> {
         let db = std::env::var(SQL_CONNECTION_STRING_VAR)
             .ok()
             .filter(|s| !s.is_empty());
@@ -128,8 +143,8 @@ impl Lake {
             .ok()
             .filter(|s| !s.is_empty());
         match (db, store) {
-            (Some(db), Some(store)) => Self::open(&db, &store).await,
-            (None, None) => Self::embedded(DEFAULT_EMBEDDED_DIR).await,
+            (Some(db), Some(store)) => Self::open_with(&db, &store, options).await,
+            (None, None) => Self::embedded_with(DEFAULT_EMBEDDED_DIR, options).await,
             (Some(_), None) => Err(Error::Config(format!(
                 "{SQL_CONNECTION_STRING_VAR} is set but {OBJECT_STORE_URI_VAR} is not: set both, or neither for the embedded lake"
             ))),
@@ -279,27 +294,6 @@ impl Lake {
             end_ticks,
             end_time_ns: end_time.timestamp_nanos_opt().unwrap_or(i64::MAX),
         }))
-    }
-
-    /// The tick converter of a process (one per process and query, so that blocks agree).
-    pub async fn tick_converter(&self, process: &ProcessRecord) -> Result<TickConverter> {
-        let latest = if process.tsc_frequency > 0 {
-            None
-        } else {
-            self.latest_timing(process.process_id).await?
-        };
-        let start_ns = process.start_time.timestamp_nanos_opt().ok_or_else(|| {
-            Error::BadRow(format!(
-                "process {}: start_time out of range",
-                process.process_id
-            ))
-        })?;
-        TickConverter::new(process.start_ticks, start_ns, process.tsc_frequency, latest).map_err(
-            |source| Error::Clock {
-                process_id: process.process_id,
-                source,
-            },
-        )
     }
 
     /// The blob of a block. A missing blob is an error naming the block, or, under

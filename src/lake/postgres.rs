@@ -9,7 +9,7 @@
 //! its later migrations); an existing schema is never altered.
 
 use super::records::{BlockRecord, ProcessRecord, ProcessSummary, StreamRecord, TimeRange};
-use super::{LakeOptions, db_err, redact};
+use super::{LakeOptions, column_err, db_err, redact};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -130,17 +130,13 @@ fn properties_sql(column: &str) -> String {
 }
 
 fn parse_id(row: &PgRow, column: &str) -> Result<Uuid> {
-    let text: Option<String> = row
-        .try_get(column)
-        .map_err(db_err(format!("reading {column}")))?;
+    let text: Option<String> = row.try_get(column).map_err(column_err(column))?;
     let text = text.ok_or_else(|| Error::BadRow(format!("{column} is NULL")))?;
     Uuid::parse_str(&text).map_err(|e| Error::BadRow(format!("{column} {text:?}: {e}")))
 }
 
 fn opt_id(row: &PgRow, column: &str) -> Result<Option<Uuid>> {
-    let text: Option<String> = row
-        .try_get(column)
-        .map_err(db_err(format!("reading {column}")))?;
+    let text: Option<String> = row.try_get(column).map_err(column_err(column))?;
     match text.as_deref() {
         None | Some("") => Ok(None),
         Some(t) => Uuid::parse_str(t)
@@ -153,8 +149,16 @@ fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
-    row.try_get(column)
-        .map_err(db_err(format!("reading {column}")))
+    row.try_get(column).map_err(column_err(column))
+}
+
+/// "process <id>", "block <id>": formatted only if a row turns out bad.
+struct Named(&'static str, Uuid);
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
 }
 
 fn required<'r, T>(row: &'r PgRow, column: &str, what: &dyn std::fmt::Display) -> Result<T>
@@ -269,7 +273,7 @@ impl PgMeta {
 
     fn process_row(row: &PgRow) -> Result<ProcessRecord> {
         let process_id = parse_id(row, "process_id")?;
-        let what = format!("process {process_id}");
+        let what = Named("process", process_id);
         let text =
             |c: &str| -> Result<String> { Ok(get::<Option<String>>(row, c)?.unwrap_or_default()) };
         Ok(ProcessRecord {
@@ -578,7 +582,7 @@ fn split_properties(properties: &[(String, String)]) -> (Vec<String>, Vec<String
 
 fn block_row(row: &PgRow) -> Result<BlockRecord> {
     let block_id = parse_id(row, "block_id")?;
-    let what = format!("block {block_id}");
+    let what = Named("block", block_id);
     Ok(BlockRecord {
         block_id,
         stream_id: parse_id(row, "stream_id")?,

@@ -113,6 +113,15 @@ impl TimeRange {
     }
 }
 
+/// The end of a process's most recent block, over all its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatestTiming {
+    /// `max(end_ticks)`.
+    pub end_ticks: i64,
+    /// `max(end_time)`, ns since the epoch.
+    pub end_time_ns: i64,
+}
+
 /// One process of the lake with the size of its thread telemetry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSummary {

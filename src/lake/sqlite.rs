@@ -5,7 +5,7 @@
 //! `(stream_id, begin_time)` and `(stream_id, end_time)` for time-window listing per stream.
 
 use super::records::{BlockRecord, ProcessRecord, ProcessSummary, StreamRecord, TimeRange};
-use super::{LakeOptions, db_err};
+use super::{LakeOptions, column_err, db_err};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -60,8 +60,7 @@ fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
-    row.try_get(column)
-        .map_err(db_err(format!("reading {column}")))
+    row.try_get(column).map_err(column_err(column))
 }
 
 fn id(row: &SqliteRow, column: &str) -> Result<Uuid> {

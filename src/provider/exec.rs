@@ -6,21 +6,17 @@
 //! all fetching. `ORDER BY time DESC` makes the partitions read newest blocks first, so that the
 //! TopK dynamic filter can skip the older ones.
 
-use super::ScanOptions;
-use super::plan::{PlannedScan, block_time_bounds};
-use super::predicate::ScanPredicate;
-use super::shared::Registration;
-use super::stream::{PartitionMetrics, partition_stream};
-use crate::format::{Column, ColumnSet};
-use crate::lake::Lake;
+use super::plan::ScanState;
+use super::stream::{PartitionArgs, PartitionMetrics, partition_stream};
+use crate::format::Column;
 use chrono::DateTime;
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_expr::utils::{collect_columns, split_conjunction};
 use datafusion::physical_expr::{
     EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr, conjunction,
 };
@@ -36,24 +32,7 @@ use datafusion::physical_plan::{
 };
 use std::fmt;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
-
-/// What every clone of a scan shares: the planned blocks and how to read them.
-#[derive(Debug)]
-pub(crate) struct ScanState {
-    pub lake: Lake,
-    pub process_id: Uuid,
-    pub plan: PlannedScan,
-    pub predicate: ScanPredicate,
-    pub columns: ColumnSet,
-    pub schema: SchemaRef,
-    pub options: ScanOptions,
-    pub registration: Registration,
-    /// Bounds concurrent fetches over all partitions (memory stays bounded whatever the number
-    /// of streams).
-    pub fetches: Arc<Semaphore>,
-}
 
 /// Leaf plan reading the async events of one process: one partition per thread stream, blocks
 /// fetched a few ahead and decoded lazily, pushed filters used to skip blocks.
@@ -63,8 +42,9 @@ pub struct AsyncEventsExec {
     /// Newest blocks first (for `ORDER BY time DESC`).
     reversed: bool,
     fetch: Option<usize>,
-    /// Filters pushed down from above (static and dynamic), bound to the output schema; used
-    /// to skip blocks whose time bounds cannot match.
+    /// The filters pushed down from above (static and dynamic) that read `time` alone, bound to
+    /// the output schema: used to skip blocks whose time bounds cannot match. Others cannot
+    /// prune (a block's only statistics are its time bounds) and are not kept.
     pushed: Option<Arc<dyn PhysicalExpr>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -100,12 +80,19 @@ impl AsyncEventsExec {
     }
 
     fn time_index(&self) -> Option<usize> {
-        self.state.schema.index_of(Column::Time.name()).ok()
+        self.state.schema().index_of(Column::Time.name()).ok()
+    }
+
+    /// Bytes of decompressed blocks the query's scans of this process hold for each other now
+    /// (0 once every scan of the query has read its blocks).
+    #[doc(hidden)]
+    pub fn shared_bytes_held(&self) -> usize {
+        self.state.registration.held_bytes()
     }
 }
 
 fn properties(state: &ScanState, reversed: bool) -> PlanProperties {
-    let schema = state.schema.clone();
+    let schema = state.schema().clone();
     let ordering = match schema.index_of(Column::Time.name()) {
         Ok(i) if !reversed && state.options.declare_time_order => {
             LexOrdering::new([PhysicalSortExpr::new(
@@ -148,7 +135,7 @@ impl DisplayAs for AsyncEventsExec {
             s.process_id,
             s.plan.partitions.len(),
             s.plan.block_count(),
-            s.plan.total_blocks
+            s.plan.listed_count()
         )?;
         if s.predicate.time != (None, None) {
             write!(
@@ -162,8 +149,13 @@ impl DisplayAs for AsyncEventsExec {
         if !filter.is_empty() {
             write!(f, ", filter=[{filter}]")?;
         }
-        let projected: Vec<&str> = s.columns.iter().map(Column::name).collect();
-        if projected.len() < Column::ALL.len() {
+        if s.projection.order.is_some() || s.schema().fields().len() < Column::ALL.len() {
+            let projected: Vec<&str> = s
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             write!(f, ", projection=[{}]", projected.join(", "))?;
         }
         if let Some(fetch) = self.fetch {
@@ -265,8 +257,22 @@ impl ExecutionPlan for AsyncEventsExec {
             ));
         }
         let n = filters.len();
+        let on_time: Vec<Arc<dyn PhysicalExpr>> = filters
+            .iter()
+            .flat_map(split_conjunction)
+            .filter(|e| {
+                let columns = collect_columns(e);
+                !columns.is_empty() && columns.iter().all(|c| c.name() == Column::Time.name())
+            })
+            .cloned()
+            .collect();
+        if on_time.is_empty() {
+            return Ok(FilterPushdownPropagation::with_parent_pushdown_result(
+                vec![PushedDown::No; n],
+            ));
+        }
         let mut plan = self.clone();
-        plan.pushed = Some(conjunction(self.pushed.iter().cloned().chain(filters)));
+        plan.pushed = Some(conjunction(self.pushed.iter().cloned().chain(on_time)));
         // Only used to skip blocks: the filters stay above, where they are applied exactly.
         Ok(
             FilterPushdownPropagation::with_parent_pushdown_result(vec![PushedDown::No; n])
@@ -291,7 +297,7 @@ impl ExecutionPlan for AsyncEventsExec {
         }
         let ordered =
             !self.reversed && self.time_index().is_some() && self.state.options.declare_time_order;
-        Ok(partition_stream(super::stream::PartitionArgs {
+        Ok(partition_stream(PartitionArgs {
             state: self.state.clone(),
             partition,
             reversed: self.reversed,
@@ -302,9 +308,4 @@ impl ExecutionPlan for AsyncEventsExec {
             metrics,
         }))
     }
-}
-
-/// A block's time bounds for pruning with pushed filters.
-pub(crate) fn time_bounds(state: &ScanState, block: &crate::lake::BlockRecord) -> (i64, i64) {
-    block_time_bounds(&state.plan.clock, block)
 }

@@ -14,12 +14,13 @@ mod table;
 mod threads;
 
 pub use exec::AsyncEventsExec;
+pub use plan::process_clock;
 pub use predicate::ScanPredicate;
 pub use table::AsyncEventsTable;
 pub use threads::ThreadStreamsTable;
 
 pub(crate) use predicate::parse_time;
-pub(crate) use shared::SharedBlocks;
+pub(crate) use table::TableContext;
 
 use std::time::Duration;
 
@@ -38,7 +39,10 @@ pub struct ScanOptions {
     /// with an error naming the block; turn this off to read such a lake.
     pub declare_time_order: bool,
     /// Margin added around the time range when blocks are listed by their wall-clock bounds
-    /// (event times come from ticks): blocks are then pruned exactly by their tick bounds.
+    /// (event times come from ticks): blocks are then pruned exactly by their tick bounds. It
+    /// assumes that the process's wall clock and its tick clock drift apart by less than the
+    /// margin (see [`process_clock`] and the scan planning notes); widen it for a lake whose
+    /// clocks jumped (an NTP step, a suspended machine).
     pub time_margin: Duration,
 }
 

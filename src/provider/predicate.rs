@@ -5,13 +5,20 @@
 //! | column | forms | applied by |
 //! |---|---|---|
 //! | `time` | `=`, `<`, `<=`, `>`, `>=`, `BETWEEN`, against constants (`now() - interval '5 minutes'`, timestamps, RFC 3339 strings) | block pruning in the metadata query and by tick bounds, then a per-row check |
-//! | `stream_id` | `=`, `IN` | stream selection before any block is listed |
+//! | `stream_id` | `=`, `IN` (canonical lower-case hyphenated text: other spellings match no row, as in SQL) | stream selection before any block is listed |
 //! | `event_type` | `=`, `<>`, `IN` | per-row check before any column work |
 //! | `depth` | `=`, `<`, `<=`, `>`, `>=`, `BETWEEN` | per-row check |
 //! | `span_id`, `parent_span_id` | `=`, `IN` | per-row check |
 //! | `name`, `target` | `=`, `IN` | per-row check, once per span description and block |
 //!
-//! Anything else is left to DataFusion. This file only reads expressions; it does no I/O.
+//! A comparison with `NULL` and the boolean literals `false`/`NULL` hold for no row; `true` for
+//! every row. Casts are looked through only when they cannot change a value (a `Decimal128`
+//! wide enough for every value of the column, not a narrower one).
+//!
+//! Anything else is left to DataFusion. DataFusion may rewrite a filter after the scan accepted
+//! it (it simplifies `x = NULL OR …`, for example): a pushed filter the scan cannot translate is
+//! handed back as a *residual* and evaluated above the scan, never dropped. This file only reads
+//! expressions; it does no I/O.
 
 use crate::format::{Column, EventType, RowFilter};
 use chrono::{DateTime, Utc};
@@ -49,6 +56,9 @@ enum Constraint {
     ParentSpanIds(BTreeSet<i64>),
     Names(BTreeSet<String>),
     Targets(BTreeSet<String>),
+    /// Holds for every row (`TRUE`).
+    Always,
+    /// Holds for no row (`FALSE`, `NULL`, a comparison with `NULL`, an impossible value).
     Never,
 }
 
@@ -61,15 +71,19 @@ impl ScanPredicate {
         }
     }
 
-    /// The predicate of filters pushed by DataFusion (all must hold); filters the scan does not
-    /// understand are ignored (they were reported unsupported and DataFusion applies them).
-    /// `now` is the query's start time, for `now()`.
-    pub fn from_filters(filters: &[Expr], now: Option<DateTime<Utc>>) -> Self {
+    /// The predicate of the filters DataFusion pushed into the scan (all must hold), and the
+    /// *residual*: the pushed filters the scan cannot apply itself. DataFusion only pushes
+    /// filters that [`support`](Self::support) accepted, but its optimizer may rewrite them
+    /// afterwards (for example `x = NULL OR x = 'a'` into `NULL OR x = 'a'`); the caller must
+    /// evaluate the residual above the scan. `now` is the query's start time, for `now()`.
+    pub fn from_filters(filters: &[Expr], now: Option<DateTime<Utc>>) -> (Self, Vec<Expr>) {
         let evaluator = constants(now);
         let mut out = Self::default();
+        let mut residual = Vec::new();
         for f in filters {
-            if let Some(c) = translate(f, &evaluator) {
-                out.add(c);
+            match translate(f, &evaluator) {
+                Some(c) => out.add(c),
+                None => residual.push(f.clone()),
             }
         }
         out.row.time = match out.time {
@@ -82,7 +96,7 @@ impl ScanPredicate {
         {
             out.impossible = true;
         }
-        out
+        (out, residual)
     }
 
     /// Narrows the time bounds to `[begin, end]` (the table function's own range).
@@ -135,6 +149,7 @@ impl ScanPredicate {
             Constraint::ParentSpanIds(set) => intersect(&mut self.row.parent_span_ids, set),
             Constraint::Names(set) => intersect(&mut self.row.names, set),
             Constraint::Targets(set) => intersect(&mut self.row.targets, set),
+            Constraint::Always => {}
             Constraint::Never => self.impossible = true,
         }
     }
@@ -194,25 +209,45 @@ fn column_of(expr: &Expr) -> Option<Column> {
     }
 }
 
+/// The column read through a cast to `to`, if the cast keeps every value of the column exactly
+/// (so that comparing the cast value is comparing the column's value).
 fn lossless_cast(inner: &Expr, to: &DataType) -> Option<Column> {
     let column = column_of(inner)?;
+    // Integer digits a decimal type holds exactly (a negative scale rounds to tens, hundreds…).
+    let decimal_digits = |to: &DataType| match to {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s)
+            if *s >= 0 =>
+        {
+            Some(i16::from(*p) - i16::from(*s))
+        }
+        _ => None,
+    };
     let keeps = match column {
         Column::StreamId
         | Column::BlockId
         | Column::EventType
         | Column::Name
         | Column::Filename
-        | Column::Target => matches!(
-            to,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..)
-        ),
+        | Column::Target => match to {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+            // Any key type: a narrower one fails the cast rather than changing a value.
+            DataType::Dictionary(_, value) => matches!(
+                value.as_ref(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ),
+            _ => false,
+        },
+        // i64 values have up to 19 digits, u32 values up to 10.
         Column::SpanId | Column::ParentSpanId => {
-            matches!(to, DataType::Int64 | DataType::Decimal128(..))
+            matches!(to, DataType::Int64) || decimal_digits(to).is_some_and(|d| d >= 19)
         }
-        Column::Depth | Column::Line | Column::Hash => matches!(
-            to,
-            DataType::UInt32 | DataType::UInt64 | DataType::Int64 | DataType::Decimal128(..)
-        ),
+        Column::Depth | Column::Line | Column::Hash => {
+            matches!(to, DataType::UInt32 | DataType::UInt64 | DataType::Int64)
+                || decimal_digits(to).is_some_and(|d| d >= 10)
+        }
         Column::Time => matches!(to, DataType::Timestamp(TimeUnit::Nanosecond, _)),
         Column::Properties => false,
     };
@@ -235,6 +270,7 @@ fn flip(op: Operator) -> Option<Operator> {
 /// how DataFusion rewrites short `IN` lists): the union of the two.
 fn union(a: Constraint, b: Constraint) -> Option<Constraint> {
     Some(match (a, b) {
+        (Constraint::Always, _) | (_, Constraint::Always) => Constraint::Always,
         (Constraint::Never, other) | (other, Constraint::Never) => other,
         (Constraint::Streams(mut a), Constraint::Streams(b)) => {
             a.extend(b);
@@ -266,6 +302,12 @@ fn union(a: Constraint, b: Constraint) -> Option<Constraint> {
 
 fn translate(expr: &Expr, constants: &Constants) -> Option<Constraint> {
     match expr {
+        // What the simplifier leaves of `x = NULL`, `x NOT IN (…, NULL)`, `a AND false`.
+        Expr::Literal(value, _) => match value {
+            ScalarValue::Boolean(Some(true)) => Some(Constraint::Always),
+            ScalarValue::Boolean(_) | ScalarValue::Null => Some(Constraint::Never),
+            _ => None,
+        },
         Expr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::Or,
@@ -318,7 +360,7 @@ fn in_list(column: Column, values: &[ScalarValue]) -> Option<Constraint> {
             strings()?
                 .into_iter()
                 .flatten()
-                .filter_map(|s| Uuid::parse_str(&s).ok())
+                .filter_map(|s| canonical_uuid(&s))
                 .collect(),
         ),
         Column::EventType => Constraint::EventTypes(
@@ -342,6 +384,12 @@ fn i64s(values: Vec<Option<i128>>) -> BTreeSet<i64> {
         .flatten()
         .filter_map(|v| i64::try_from(v).ok())
         .collect()
+}
+
+/// The stream id whose text is exactly `s`: `stream_id` holds lower-case hyphenated UUIDs, so
+/// another spelling of the same UUID (upper case, no hyphens, braces) equals no row.
+fn canonical_uuid(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok().filter(|u| u.to_string() == s)
 }
 
 fn event_type(s: &str) -> Option<EventType> {
@@ -400,7 +448,7 @@ fn compare(column: Column, op: Operator, value: &ScalarValue) -> Option<Constrai
             let s = as_string(value)??;
             match (column, op) {
                 (Column::StreamId, Eq) => Some(Constraint::Streams(
-                    Uuid::parse_str(&s).ok().into_iter().collect(),
+                    canonical_uuid(&s).into_iter().collect(),
                 )),
                 (Column::EventType, Eq) => {
                     Some(Constraint::EventTypes(event_type(&s).into_iter().collect()))
@@ -435,6 +483,7 @@ fn as_string(value: &ScalarValue) -> Option<Option<String>> {
             Some(s.clone())
         }
         ScalarValue::Dictionary(_, inner) => as_string(inner),
+        ScalarValue::Null => Some(None),
         _ => None,
     }
 }
@@ -451,6 +500,7 @@ fn as_int(value: &ScalarValue) -> Option<Option<i128>> {
         ScalarValue::UInt32(v) => v.map(i128::from),
         ScalarValue::UInt64(v) => v.map(i128::from),
         ScalarValue::Dictionary(_, inner) => return as_int(inner),
+        ScalarValue::Null => None,
         _ => return None,
     })
 }
@@ -532,7 +582,9 @@ mod tests {
     }
 
     fn pred(filters: Vec<Expr>) -> ScanPredicate {
-        ScanPredicate::from_filters(&filters, None)
+        let (predicate, residual) = ScanPredicate::from_filters(&filters, None);
+        assert!(residual.is_empty(), "not applied: {residual:?}");
+        predicate
     }
 
     #[test]
@@ -579,7 +631,7 @@ mod tests {
             ScanPredicate::support(&f),
             TableProviderFilterPushDown::Exact
         );
-        let p = ScanPredicate::from_filters(&[f], Some(start));
+        let (p, _) = ScanPredicate::from_filters(&[f], Some(start));
         let expected = DateTime::parse_from_rfc3339("2026-01-01T00:05:00Z")
             .unwrap()
             .timestamp_nanos_opt()
@@ -603,6 +655,87 @@ mod tests {
         ]);
         assert_eq!(p.streams, Some([b].into()));
         assert!(pred(vec![col("stream_id").eq(lit("not-a-uuid"))]).impossible);
+        // Other spellings of a UUID are other strings: SQL equality matches no stream_id.
+        let upper = a.to_string().to_uppercase();
+        assert!(pred(vec![col("stream_id").eq(lit(upper.clone()))]).impossible);
+        assert!(pred(vec![col("stream_id").eq(lit(a.simple().to_string()))]).impossible);
+        let p = pred(vec![in_list(
+            col("stream_id"),
+            vec![lit(upper), lit(b.to_string())],
+            false,
+        )]);
+        assert_eq!(p.streams, Some([b].into()));
+    }
+
+    #[test]
+    fn boolean_and_null_literals_are_applied_not_dropped() {
+        let null = || lit(ScalarValue::Boolean(None));
+        assert!(pred(vec![null()]).impossible, "NULL keeps no row");
+        assert!(pred(vec![lit(false)]).impossible);
+        assert!(!pred(vec![lit(true)]).impossible);
+        assert!(pred(vec![lit(ScalarValue::Null)]).impossible);
+        // `name IN ('a', NULL) OR 'b' = name` after simplification.
+        let p = pred(vec![
+            col("name")
+                .eq(lit("a"))
+                .or(null())
+                .or(lit("b").eq(col("name"))),
+        ]);
+        assert_eq!(p.row.names, Some(vec!["a".into(), "b".into()]));
+        assert!(!pred(vec![col("name").eq(lit("a")).or(lit(true))]).impossible);
+        assert_eq!(
+            pred(vec![col("name").eq(lit("a")).or(lit(true))]).row.names,
+            None
+        );
+        // Untyped NULLs in lists.
+        let p = pred(vec![in_list(
+            col("name"),
+            vec![lit("a"), lit(ScalarValue::Null)],
+            false,
+        )]);
+        assert_eq!(p.row.names, Some(vec!["a".into()]));
+        assert!(pred(vec![col("block_id").not_eq(lit(ScalarValue::Utf8(None)))]).impossible);
+    }
+
+    #[test]
+    fn what_the_scan_cannot_apply_comes_back_as_residual() {
+        let filters = vec![
+            col("name").eq(lit("a")),
+            col("name").like(lit("a%")),
+            col("depth").eq(col("line")),
+        ];
+        let (p, residual) = ScanPredicate::from_filters(&filters, None);
+        assert_eq!(p.row.names, Some(vec!["a".into()]));
+        assert_eq!(residual, filters[1..].to_vec());
+    }
+
+    #[test]
+    fn decimal_casts_are_looked_through_only_when_wide_enough() {
+        let dec = |p, s| DataType::Decimal128(p, s);
+        let through = |c: &str, t: DataType| {
+            ScanPredicate::support(&cast(cast(col(c), t), DataType::Int64).eq(lit(5i64)))
+        };
+        use TableProviderFilterPushDown::{Exact, Unsupported};
+        assert_eq!(through("span_id", dec(20, 0)), Exact);
+        assert_eq!(through("span_id", dec(38, 10)), Exact);
+        assert_eq!(through("span_id", dec(2, 0)), Unsupported);
+        assert_eq!(through("span_id", dec(20, 2)), Unsupported);
+        assert_eq!(through("depth", dec(10, 0)), Exact);
+        assert_eq!(through("depth", dec(1, 0)), Unsupported);
+        assert_eq!(
+            through("depth", dec(12, -3)),
+            Unsupported,
+            "rounds to thousands"
+        );
+        let try_dec = datafusion::logical_expr::try_cast(col("depth"), dec(1, 0));
+        assert_eq!(
+            ScanPredicate::support(&cast(try_dec, DataType::Int64).gt_eq(lit(10i64))),
+            Unsupported
+        );
+        assert_eq!(
+            ScanPredicate::support(&cast(col("depth"), DataType::Int32).eq(lit(1i32))),
+            Unsupported
+        );
     }
 
     #[test]

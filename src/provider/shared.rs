@@ -5,14 +5,77 @@
 //! block that more than one scan will read is fetched and decompressed once and kept until the
 //! last of them has read it, then dropped. A block only one scan reads is never kept. What is
 //! kept is bounded by a byte budget; past it, scans fetch for themselves.
+//!
+//! Sharing is scoped to one query ([`QueryShares`]): concurrent queries of the same process
+//! (a server, notebook cells) never hold blocks for each other, and a plan that is built but
+//! never run pins nothing but its own registrations, released when it is dropped.
 
 use crate::error::Result;
 use crate::format::DecompressedBlock;
+use datafusion::common::alias::AliasGenerator;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use uuid::Uuid;
+
+/// The [`SharedBlocks`] of each query being planned or run, per process.
+///
+/// A query is recognised by its planning state: DataFusion gives each query a fresh
+/// `ExecutionProps` (`SessionContext::state()` marks the start of execution), whose alias
+/// generator is a new allocation. Scans of the same process planned with the same one belong to
+/// the same query. The entry keeps a weak reference to that allocation, so its address cannot
+/// be reused by another query while the entry lives; entries go when the query's plans are
+/// dropped.
+#[derive(Debug, Default)]
+pub(crate) struct QueryShares {
+    entries: Mutex<Vec<QueryEntry>>,
+}
+
+#[derive(Debug)]
+struct QueryEntry {
+    process_id: Uuid,
+    query: Weak<AliasGenerator>,
+    shared: Weak<SharedBlocks>,
+}
+
+impl QueryShares {
+    /// The blocks shared by the scans of `process_id` in the query planned with `query`.
+    pub fn for_query(
+        &self,
+        process_id: Uuid,
+        query: &Arc<AliasGenerator>,
+        budget: usize,
+    ) -> Arc<SharedBlocks> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|e| e.shared.strong_count() > 0);
+        let found = entries.iter().find_map(|e| {
+            (e.process_id == process_id && std::ptr::eq(e.query.as_ptr(), Arc::as_ptr(query)))
+                .then(|| e.shared.upgrade())
+                .flatten()
+        });
+        if let Some(shared) = found {
+            return shared;
+        }
+        let shared = Arc::new(SharedBlocks::new(budget));
+        entries.push(QueryEntry {
+            process_id,
+            query: Arc::downgrade(query),
+            shared: Arc::downgrade(&shared),
+        });
+        shared
+    }
+
+    /// Queries with live shared blocks.
+    #[cfg(test)]
+    pub fn live(&self) -> usize {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .filter(|e| e.shared.strong_count() > 0)
+            .count()
+    }
+}
 
 /// A block loaded once for several scans; `None` when its blob was missing and skipped.
 pub(crate) type SharedBlock = Option<Arc<DecompressedBlock>>;
@@ -49,7 +112,6 @@ impl SharedBlocks {
     }
 
     /// Bytes currently kept.
-    #[cfg(test)]
     pub fn held_bytes(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
@@ -135,6 +197,11 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// Bytes the query's shared blocks hold now.
+    pub fn held_bytes(&self) -> usize {
+        self.shared.held_bytes()
+    }
+
     /// The block, loaded once for all the scans that read it, or [`Obtained::Alone`].
     pub async fn obtain<F>(&self, id: Uuid, load: F) -> Result<Obtained<SharedBlock>>
     where
@@ -254,6 +321,28 @@ mod tests {
         drop(b); // the second scan stopped early (LIMIT) or never ran
         assert_eq!(shared.held_bytes(), 0);
         assert!(shared.lock().is_empty());
+    }
+
+    #[test]
+    fn each_query_has_its_own_shared_blocks() {
+        let shares = QueryShares::default();
+        let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
+        let query_a = Arc::new(AliasGenerator::new());
+        let query_b = Arc::new(AliasGenerator::new());
+        let a1 = shares.for_query(p, &query_a, 1);
+        let a2 = shares.for_query(p, &query_a, 1);
+        assert!(Arc::ptr_eq(&a1, &a2), "two scans of one query share");
+        let b = shares.for_query(p, &query_b, 1);
+        assert!(!Arc::ptr_eq(&a1, &b), "another query does not");
+        let other_process = shares.for_query(q, &query_a, 1);
+        assert!(!Arc::ptr_eq(&a1, &other_process));
+        assert_eq!(shares.live(), 3);
+        drop((a1, a2, b, other_process));
+        assert_eq!(shares.live(), 0);
+        // A query whose planning state is gone never matches a new one.
+        drop(query_a);
+        let c = shares.for_query(p, &Arc::new(AliasGenerator::new()), 1);
+        assert_eq!(Arc::strong_count(&c), 1);
     }
 
     #[tokio::test]

@@ -6,11 +6,11 @@
 //! partition stops fetching once it has produced `fetch` rows, and dropping the stream drops the
 //! fetches in flight.
 
-use super::exec::{ScanState, time_bounds};
+use super::plan::ScanState;
 use super::shared::Obtained;
 use crate::error::Error;
 use crate::format::{
-    AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock, EventBatchBuilder,
+    AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock, EventBatchBuilder, FormatError,
 };
 use crate::lake::BlockRecord;
 use bytes::Bytes;
@@ -19,10 +19,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{sort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_expr_common::physical_expr::snapshot_generation;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricType, Time,
@@ -120,11 +122,12 @@ struct Reader {
     /// Highest event time decoded so far (ordering check).
     last_time: Option<(i64, uuid::Uuid)>,
     needs_sort: bool,
+    pruning: TimePruning,
     done: bool,
 }
 
 pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream {
-    let schema = args.state.schema.clone();
+    let schema = args.state.schema().clone();
     let mut blocks: VecDeque<BlockRecord> = args
         .state
         .plan
@@ -135,8 +138,10 @@ pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream
     if args.reversed {
         blocks.make_contiguous().reverse();
     }
+    let pruning = TimePruning::new(args.pushed.clone(), schema.clone());
     let reader = Reader {
-        builder: EventBatchBuilder::new(args.state.columns),
+        builder: EventBatchBuilder::new(args.state.projection.columns),
+        pruning,
         args,
         blocks,
         pending: FuturesOrdered::new(),
@@ -177,7 +182,7 @@ async fn fetch(
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| Error::Config("the scan was closed".into()))?;
+        .map_err(|_| Error::Internal("the scan's fetch semaphore was closed".into()))?;
     let get = || async {
         let timer = metrics.fetch_time.timer();
         let blob = state.lake.fetch_blob(&block).await?;
@@ -187,7 +192,15 @@ async fn fetch(
                 metrics.blocks_fetched.add(1);
                 metrics.bytes_fetched.add(b.len());
             }
-            None => metrics.blocks_missing.add(1),
+            None => {
+                log::warn!(
+                    "skipped block {} of stream {} (process {}): its blob is missing from the object store",
+                    block.block_id,
+                    block.stream_id,
+                    state.process_id
+                );
+                metrics.blocks_missing.add(1)
+            }
         }
         Ok::<_, Error>(blob)
     };
@@ -251,21 +264,65 @@ impl PruningStatistics for BlockStats {
     }
 }
 
-/// Whether the pushed filters prove that no row of a block with these time bounds can pass.
-fn cannot_match(pushed: &Arc<dyn PhysicalExpr>, schema: &SchemaRef, min: i64, max: i64) -> bool {
-    let Ok(predicate) = PruningPredicateBuilder::new()
-        .with_file_schema(schema.clone())
-        .try_build(pushed.clone())
-    else {
-        return false;
-    };
-    if predicate.always_true() {
-        return false;
+/// Prunes blocks by their time bounds with the filters pushed from above.
+///
+/// The scan keeps only the pushed conjuncts on `time` alone (the statistics of a block are its
+/// time bounds). The pruning predicate is built once, and again only when a dynamic filter
+/// among them (the TopK threshold) has changed since.
+struct TimePruning {
+    /// The pushed filters on `time`, if any.
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    generation: u64,
+    predicate: Option<PruningPredicate>,
+    schema: SchemaRef,
+    /// Pruning predicates built so far.
+    builds: usize,
+}
+
+impl TimePruning {
+    fn new(filter: Option<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
+        let mut pruning = Self {
+            filter,
+            generation: 0,
+            predicate: None,
+            schema,
+            builds: 0,
+        };
+        pruning.rebuild();
+        pruning
     }
-    matches!(
-        predicate.prune(&BlockStats { min, max }).as_deref(),
-        Ok([false])
-    )
+
+    fn rebuild(&mut self) {
+        let Some(filter) = &self.filter else {
+            return;
+        };
+        self.generation = snapshot_generation(filter);
+        self.builds += 1;
+        self.predicate = PruningPredicateBuilder::new()
+            .with_file_schema(self.schema.clone())
+            .try_build(filter.clone())
+            .ok()
+            .filter(|p| !p.always_true());
+    }
+
+    /// Whether the filters prove that no row of a block with these time bounds can pass.
+    fn cannot_match(&mut self, min: i64, max: i64) -> bool {
+        let Some(filter) = &self.filter else {
+            return false;
+        };
+        if snapshot_generation(filter) != self.generation {
+            self.rebuild();
+        }
+        self.predicate
+            .as_ref()
+            .is_some_and(|p| matches!(p.prune(&BlockStats { min, max }).as_deref(), Ok([false])))
+    }
+}
+
+/// Whether a decoding error means the block's bytes are bad (then it may be skipped), rather
+/// than a failure of this reader.
+fn is_corrupt_data(e: &FormatError) -> bool {
+    !matches!(e, FormatError::InvalidFrequency(_))
 }
 
 impl Reader {
@@ -281,13 +338,11 @@ impl Reader {
             let Some(block) = self.blocks.pop_front() else {
                 return;
             };
-            if let Some(pushed) = &self.args.pushed {
-                let (min, max) = time_bounds(&self.args.state, &block);
-                if cannot_match(pushed, &self.args.state.schema, min, max) {
-                    self.args.metrics.blocks_pruned.add(1);
-                    self.args.state.registration.release(block.block_id);
-                    continue;
-                }
+            let (min, max) = self.args.state.time_bounds(&block);
+            if self.pruning.cannot_match(min, max) {
+                self.args.metrics.blocks_pruned.add(1);
+                self.args.state.registration.release(block.block_id);
+                continue;
             }
             let future = fetch(self.args.state.clone(), block, self.args.metrics.clone());
             self.pending.push_back(Box::pin(future));
@@ -331,8 +386,13 @@ impl Reader {
                 self.args.metrics.events_decoded.add(summary.events);
                 self.check_order(block, &summary)
             }
-            Err(e) if state.options.skip_corrupt_blocks => {
-                let _ = e;
+            Err(e) if state.options.skip_corrupt_blocks && is_corrupt_data(&e) => {
+                log::warn!(
+                    "skipped corrupt block {} of stream {} (process {}): {e}",
+                    block.block_id,
+                    block.stream_id,
+                    state.process_id
+                );
                 self.args.metrics.blocks_corrupt.add(1);
                 Ok(())
             }
@@ -379,6 +439,14 @@ impl Reader {
         {
             let order = sort_to_indices(batch.column(i), None, None)?;
             batch = take_record_batch(&batch, &order)?;
+        }
+        if let Some(order) = &self.args.state.projection.order {
+            // The projection's order and repeats, from the columns decoded in schema order.
+            batch = RecordBatch::try_new_with_options(
+                self.args.state.schema().clone(),
+                order.iter().map(|&i| batch.column(i).clone()).collect(),
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )?;
         }
         let size = self.args.batch_size.max(1);
         let mut offset = 0;
@@ -467,5 +535,60 @@ impl Reader {
                 return Some(Err(e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{
+        BinaryExpr, Column as ColumnExpr, DynamicFilterPhysicalExpr, lit,
+    };
+
+    fn time_schema() -> SchemaRef {
+        crate::provider::plan::ScanProjection::new(Some(&[2]))
+            .unwrap()
+            .schema
+    }
+
+    fn time_gt(ns: i64) -> Arc<dyn PhysicalExpr> {
+        let time: Arc<dyn PhysicalExpr> = Arc::new(ColumnExpr::new("time", 0));
+        let value = ScalarValue::TimestampNanosecond(Some(ns), Some("+00:00".into()));
+        Arc::new(BinaryExpr::new(time, Operator::Gt, lit(value)))
+    }
+
+    #[test]
+    fn a_static_filter_is_compiled_once() {
+        let mut pruning = TimePruning::new(Some(time_gt(100)), time_schema());
+        for i in 0..50 {
+            assert!(pruning.cannot_match(i, i + 10));
+            assert!(!pruning.cannot_match(90, 110 + i));
+        }
+        assert_eq!(pruning.builds, 1);
+        let mut none = TimePruning::new(None, time_schema());
+        assert!(!none.cannot_match(0, 1));
+        assert_eq!(none.builds, 0);
+    }
+
+    #[test]
+    fn a_dynamic_filter_is_recompiled_only_when_it_changes() {
+        let time: Arc<dyn PhysicalExpr> = Arc::new(ColumnExpr::new("time", 0));
+        let dynamic = Arc::new(DynamicFilterPhysicalExpr::new(
+            vec![time],
+            lit(ScalarValue::Boolean(Some(true))),
+        ));
+        let mut pruning = TimePruning::new(Some(dynamic.clone()), time_schema());
+        assert!(!pruning.cannot_match(0, 10));
+        assert!(!pruning.cannot_match(0, 10));
+        let builds = pruning.builds;
+        dynamic.update(time_gt(100)).unwrap();
+        assert!(pruning.cannot_match(0, 10), "the new threshold prunes");
+        assert!(pruning.cannot_match(20, 30));
+        assert!(!pruning.cannot_match(50, 150));
+        assert_eq!(pruning.builds, builds + 1);
+        dynamic.update(time_gt(200)).unwrap();
+        assert!(pruning.cannot_match(50, 150));
+        assert_eq!(pruning.builds, builds + 2);
     }
 }

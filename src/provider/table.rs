@@ -1,18 +1,21 @@
 //! [`AsyncEventsTable`]: the `TableProvider` of one process's async events.
 
 use super::ScanOptions;
-use super::exec::{AsyncEventsExec, ScanState};
-use super::plan::plan_scan;
+use super::exec::AsyncEventsExec;
+use super::plan::{LayoutCache, ScanProjection, ScanState, plan_scan};
 use super::predicate::ScanPredicate;
-use super::shared::SharedBlocks;
-use crate::format::{ColumnSet, async_events_schema, projected_schema};
+use super::shared::QueryShares;
+use crate::format::async_events_schema;
 use crate::lake::Lake;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::Result;
+use datafusion::common::{DFSchema, Result};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -28,7 +31,15 @@ pub struct AsyncEventsTable {
     /// Inclusive time bounds given to the table function, ns since the epoch.
     bounds: (Option<i64>, Option<i64>),
     options: ScanOptions,
-    shared: Arc<SharedBlocks>,
+    context: Arc<TableContext>,
+}
+
+/// What the tables made by one `register` share: compiled stream layouts and the blocks each
+/// query shares between its scans.
+#[derive(Debug, Default)]
+pub(crate) struct TableContext {
+    pub layouts: LayoutCache,
+    pub shares: QueryShares,
 }
 
 impl AsyncEventsTable {
@@ -39,29 +50,41 @@ impl AsyncEventsTable {
         bounds: (Option<i64>, Option<i64>),
         options: ScanOptions,
     ) -> Self {
-        let shared = Arc::new(SharedBlocks::new(options.shared_block_budget));
-        Self::with_shared(lake, process_id, bounds, options, shared)
+        Self::with_context(
+            lake,
+            process_id,
+            bounds,
+            options,
+            Arc::new(TableContext::default()),
+        )
     }
 
-    pub(crate) fn with_shared(
+    pub(crate) fn with_context(
         lake: Lake,
         process_id: Uuid,
         bounds: (Option<i64>, Option<i64>),
         options: ScanOptions,
-        shared: Arc<SharedBlocks>,
+        context: Arc<TableContext>,
     ) -> Self {
         Self {
             lake,
             process_id,
             bounds,
             options,
-            shared,
+            context,
         }
     }
 
     /// The process whose events the table holds.
     pub fn process_id(&self) -> Uuid {
         self.process_id
+    }
+
+    /// Stream layouts compiled so far by the tables sharing this one's cache (each stream's
+    /// metadata is compiled once).
+    #[doc(hidden)]
+    pub fn layouts_compiled(&self) -> usize {
+        self.context.layouts.compiled()
     }
 }
 
@@ -89,27 +112,74 @@ impl TableProvider for AsyncEventsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let now = state.execution_props().query_execution_start_time;
-        let predicate = ScanPredicate::from_filters(filters, now)
-            .with_time_bounds(self.bounds.0, self.bounds.1);
-        let columns = ColumnSet::from_projection(projection.map(Vec::as_slice));
-        let plan = plan_scan(&self.lake, self.process_id, &predicate, &self.options).await?;
-        let registration = self.shared.register(
+        let props = state.execution_props();
+        let (predicate, residual) =
+            ScanPredicate::from_filters(filters, props.query_execution_start_time);
+        let predicate = predicate.with_time_bounds(self.bounds.0, self.bounds.1);
+        let requested: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..async_events_schema().fields().len()).collect(),
+        };
+        // Filters accepted as exact but rewritten by DataFusion into a form the scan does not
+        // apply are evaluated here, above the scan, on the columns they need.
+        let residual = residual
+            .into_iter()
+            .map(unnormalize_col)
+            .collect::<Vec<_>>();
+        let mut scanned = requested.clone();
+        for expr in &residual {
+            for column in expr.column_refs() {
+                let i = async_events_schema().index_of(&column.name)?;
+                if !scanned.contains(&i) {
+                    scanned.push(i);
+                }
+            }
+        }
+        let projection = ScanProjection::new(Some(&scanned))?;
+        let plan = plan_scan(
+            &self.lake,
+            self.process_id,
+            &predicate,
+            &self.options,
+            &self.context.layouts,
+        )
+        .await?;
+        let shared = self.context.shares.for_query(
+            self.process_id,
+            &props.alias_generator,
+            self.options.shared_block_budget,
+        );
+        let registration = shared.register(
             plan.partitions
                 .iter()
                 .flat_map(|p| p.blocks.iter().map(|b| b.block_id)),
         );
-        let state = ScanState {
+        let schema = projection.schema.clone();
+        let scan_state = ScanState {
             lake: self.lake.clone(),
             process_id: self.process_id,
             plan,
             predicate,
-            columns,
-            schema: projected_schema(columns),
+            projection,
             options: self.options.clone(),
             registration,
             fetches: Arc::new(Semaphore::new(self.options.max_concurrent_fetches.max(1))),
         };
-        Ok(Arc::new(AsyncEventsExec::new(state, limit)))
+        let Some(residual) = conjunction(residual) else {
+            return Ok(Arc::new(AsyncEventsExec::new(scan_state, limit)));
+        };
+        log::debug!(
+            "async_events({}): evaluating the pushed filter {residual} above the scan",
+            self.process_id
+        );
+        let exec = Arc::new(AsyncEventsExec::new(scan_state, None));
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let predicate = state.create_physical_expr(residual, &df_schema)?;
+        let filter = FilterExecBuilder::new(predicate, exec)
+            .apply_projection(Some((0..requested.len()).collect()))?
+            .with_batch_size(state.config().batch_size())
+            .with_fetch(limit)
+            .build()?;
+        Ok(Arc::new(filter))
     }
 }

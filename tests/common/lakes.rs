@@ -112,7 +112,9 @@ pub async fn decode_from_lake(lake: &Lake, process_id: uuid::Uuid) -> Vec<super:
     };
     use datafusion_async_events::lake::TimeRange;
     let process = lake.process(process_id).await.unwrap();
-    let clock = lake.tick_converter(&process).await.unwrap();
+    let clock = datafusion_async_events::provider::process_clock(lake, &process)
+        .await
+        .unwrap();
     let streams = lake.cpu_streams(process_id, None).await.unwrap();
     let ids: Vec<uuid::Uuid> = streams.iter().map(|s| s.stream_id).collect();
     let mut decoder = AsyncEventDecoder::new();

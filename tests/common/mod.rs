@@ -18,6 +18,7 @@ macro_rules! on_both {
 }
 
 pub mod lakes;
+pub mod logs;
 pub mod producer;
 pub mod realistic;
 pub mod reference;

@@ -1,11 +1,16 @@
 //! `async-events`: SQL over the async span events of a micromegas lake, from the shell.
 //!
 //! ```text
-//! async-events [--db URL] [--store URL] sql [--format table|csv|json] "<SQL>"
+//! async-events [--db URL] [--store URL] [-v] sql [--format table|csv|json] "<SQL>"
 //! async-events [--db URL] [--store URL] processes [--limit N]
+//! async-events [--db URL] [--store URL] quickstart
 //! ```
 //! Without `--db`/`--store`, the lake comes from `MICROMEGAS_SQL_CONNECTION_STRING` and
-//! `MICROMEGAS_OBJECT_STORE_URI`, or is the embedded lake in `./lake`.
+//! `MICROMEGAS_OBJECT_STORE_URI`, or is the embedded lake in `./lake`. Warnings (skipped blocks)
+//! go to standard error; `-v` adds the crate's debug messages.
+
+mod logger;
+mod quickstart;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -13,10 +18,13 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
-use datafusion_async_events::{Lake, register};
+use datafusion_async_events::lake::{LakeOptions, MissingBlobPolicy};
+use datafusion_async_events::provider::ScanOptions;
+use datafusion_async_events::{Lake, register_with};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +39,17 @@ struct Cli {
     /// Object store of the blobs (file://, s3://, gs://, az://, memory://); with --db.
     #[arg(long, global = true, value_name = "URL")]
     store: Option<String>,
+    /// Skip (with a warning) blocks that cannot be decoded or whose blob is missing, instead of
+    /// failing the query.
+    #[arg(long, global = true)]
+    skip_bad_blocks: bool,
+    /// Margin around a time range when blocks are listed by their wall-clock bounds (seconds):
+    /// widen it for a process whose wall clock jumped while it ran.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5.0)]
+    time_margin: f64,
+    /// Print the crate's debug messages on standard error too (warnings are always printed).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +70,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Records a small instrumented tokio service into the lake, then runs example queries.
+    Quickstart,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,10 +84,24 @@ enum Format {
 type Failure = Box<dyn std::error::Error>;
 
 async fn open_lake(cli: &Cli) -> Result<Lake, Failure> {
+    let mut options = LakeOptions::default();
+    if cli.skip_bad_blocks {
+        options.missing_blobs = MissingBlobPolicy::Skip;
+    }
     Ok(match (&cli.db, &cli.store) {
-        (Some(db), Some(store)) => Lake::open(db, store).await?,
-        (None, None) => Lake::from_env().await?,
+        (Some(db), Some(store)) => Lake::open_with(db, store, options).await?,
+        (None, None) => Lake::from_env_with(options).await?,
         _ => return Err("--db and --store go together".into()),
+    })
+}
+
+fn scan_options(cli: &Cli) -> Result<ScanOptions, Failure> {
+    let margin = Duration::try_from_secs_f64(cli.time_margin)
+        .map_err(|_| format!("--time-margin {}: not a number of seconds", cli.time_margin))?;
+    Ok(ScanOptions {
+        skip_corrupt_blocks: cli.skip_bad_blocks,
+        time_margin: margin,
+        ..ScanOptions::default()
     })
 }
 
@@ -126,11 +161,23 @@ fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), Failu
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let lake = open_lake(&cli).await?;
+    let options = scan_options(&cli)?;
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Quickstart => {
+            drop(out);
+            let where_ = match &cli.db {
+                Some(db) => db.clone(),
+                None => std::env::var("MICROMEGAS_SQL_CONNECTION_STRING")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "./lake".into()),
+            };
+            quickstart::run(lake, &where_).await?;
+        }
         Command::Sql { format, sql } => {
             let ctx = SessionContext::new();
-            register(&ctx, lake);
+            register_with(&ctx, lake, options);
             let df = ctx.sql(&sql).await?;
             let schema: Schema = df.schema().as_arrow().clone();
             let batches = df.collect().await?;
@@ -195,6 +242,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    logger::install(cli.verbose);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,9 +1,5 @@
-//! Quickstart: record a real instrumented tokio service into the embedded lake (`./lake`), then
-//! ask it questions with SQL.
-//!
-//! ```text
-//! cargo run --release --example quickstart
-//! ```
+//! `async-events quickstart`: record a real instrumented tokio service into a lake (the embedded
+//! `./lake` by default), then ask it questions with SQL.
 //!
 //! The service handles requests on a 4-worker runtime: every request authenticates, loads a user
 //! from a (simulated) database, fans out inventory RPCs on other workers, calls a slow
@@ -15,6 +11,8 @@ use datafusion_async_events::recorder::{RecordingOptions, start_recording};
 use datafusion_async_events::{Lake, register};
 use micromegas_tracing::prelude::*;
 use std::time::Duration;
+
+type Failure = Box<dyn std::error::Error>;
 
 fn jitter(seed: u64, max_us: u64) -> Duration {
     let x = seed
@@ -153,17 +151,44 @@ const QUERIES: [(&str, &str); 5] = [
     ),
 ];
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Lake I/O and queries run on a runtime of their own; the service gets its own workers.
-    let control = tokio::runtime::Runtime::new()?;
-    let lake = control.block_on(Lake::embedded("lake"))?;
+/// Records the service into `lake` and prints the answers of the example queries. Runs on the
+/// caller's runtime handle for lake I/O; the service gets a runtime of its own.
+pub async fn run(lake: Lake, where_: &str) -> Result<(), Failure> {
     let options = RecordingOptions {
         thread_buffer_size: 64 * 1024,
         ..RecordingOptions::default()
     };
     let recording = start_recording(lake.clone(), options)?;
     let pid = recording.process_id();
+    // The service runs on its own workers, on a thread of its own (a runtime cannot be built
+    // and blocked on inside another).
+    tokio::task::block_in_place(|| {
+        std::thread::spawn(serve_requests)
+            .join()
+            .map_err(|_| "the instrumented service panicked")
+    })??;
+    let summary = tokio::task::block_in_place(|| recording.finish());
+    if !summary.errors.is_empty() {
+        return Err(format!("recording failed: {:?}", summary.errors).into());
+    }
+    println!(
+        "Recorded process {pid} into {where_}: {} blocks holding {} events of all kinds.",
+        summary.blocks, summary.events
+    );
+    let ctx = SessionContext::new();
+    register(&ctx, lake);
+    for (title, sql) in QUERIES {
+        let sql = sql.replace("{pid}", &pid.to_string());
+        println!("\n{title}:");
+        ctx.sql(&sql).await?.show().await?;
+    }
+    println!(
+        "\nExplore further: async-events sql \"SELECT * FROM async_events('{pid}') ORDER BY time LIMIT 20\""
+    );
+    Ok(())
+}
 
+fn serve_requests() -> Result<(), std::io::Error> {
     let service = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -184,25 +209,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     drop(service); // workers flush their thread streams as they stop
-    let summary = recording.finish();
-    if !summary.errors.is_empty() {
-        return Err(format!("recording failed: {:?}", summary.errors).into());
-    }
-    println!(
-        "Recorded process {pid} into ./lake: {} blocks holding {} events of all kinds.",
-        summary.blocks, summary.events
-    );
-
-    control.block_on(async {
-        let ctx = SessionContext::new();
-        register(&ctx, lake);
-        for (title, sql) in QUERIES {
-            let sql = sql.replace("{pid}", &pid.to_string());
-            println!("\n{title}:");
-            ctx.sql(&sql).await?.show().await?;
-        }
-        println!("\nExplore further: cargo run --release --bin async-events -- sql \"SELECT * FROM async_events('{pid}') ORDER BY time LIMIT 20\"");
-        Ok::<_, datafusion::error::DataFusionError>(())
-    })?;
     Ok(())
 }
