@@ -7,7 +7,7 @@
 
 use crate::lake::Lake;
 use crate::provider::{
-    AsyncEventsTable, ScanOptions, TableContext, ThreadStreamsTable, parse_time,
+    AsyncEventsTable, AsyncSpansTable, ScanOptions, TableContext, ThreadStreamsTable, parse_time,
 };
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, Result, ScalarValue, plan_err};
@@ -18,12 +18,16 @@ use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// The view set name of `view_instance` (micromegas's name for this view).
+/// The view set of async events in `view_instance` (micromegas's name for this view).
 pub const VIEW_SET: &str = "async_events";
 
-/// Registers `async_events(process_id [, begin, end])`,
-/// `view_instance('async_events', process_id)` and `thread_streams(process_id)` (the thread
-/// names behind `stream_id`) on a session.
+/// The view set of async spans in `view_instance`.
+pub const SPANS_VIEW_SET: &str = "async_spans";
+
+/// Registers `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin,
+/// end])` (one row per span, begin and end paired), `view_instance('async_events' |
+/// 'async_spans', process_id)` and `thread_streams(process_id)` (the thread names behind
+/// `stream_id`) on a session.
 ///
 /// ```no_run
 /// # async fn run() -> datafusion::common::Result<()> {
@@ -51,6 +55,7 @@ pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
         "async_events",
         Arc::new(AsyncEventsFunction(tables.clone())),
     );
+    ctx.register_udtf("async_spans", Arc::new(AsyncSpansFunction(tables.clone())));
     ctx.register_udtf(
         "view_instance",
         Arc::new(ViewInstanceFunction(tables.clone())),
@@ -68,6 +73,16 @@ struct Tables {
 }
 
 impl Tables {
+    fn spans(&self, process_id: Uuid, bounds: (Option<i64>, Option<i64>)) -> AsyncSpansTable {
+        AsyncSpansTable::with_context(
+            self.lake.clone(),
+            process_id,
+            bounds,
+            self.options.clone(),
+            self.context.clone(),
+        )
+    }
+
     fn table(&self, process_id: Uuid, bounds: (Option<i64>, Option<i64>)) -> AsyncEventsTable {
         AsyncEventsTable::with_context(
             self.lake.clone(),
@@ -82,6 +97,10 @@ impl Tables {
 /// `async_events(process_id [, begin, end])`.
 #[derive(Debug)]
 struct AsyncEventsFunction(Arc<Tables>);
+
+/// `async_spans(process_id [, begin, end])`.
+#[derive(Debug)]
+struct AsyncSpansFunction(Arc<Tables>);
 
 /// `thread_streams(process_id)`: the thread name and id of each `cpu` stream.
 #[derive(Debug)]
@@ -173,26 +192,41 @@ fn time_arg(function: &str, which: &str, value: Option<ScalarValue>) -> Result<O
     })
 }
 
+/// Inclusive time bounds, ns since the epoch; `None` for an open side.
+type Bounds = (Option<i64>, Option<i64>);
+
+/// The arguments of `async_events` and `async_spans`: `(process_id [, begin, end])`.
+fn process_and_range(name: &str, args: &TableFunctionArgs) -> Result<(Uuid, Bounds)> {
+    let exprs = args.exprs();
+    if exprs.len() != 1 && exprs.len() != 3 {
+        return plan_err!(
+            "{name} takes (process_id) or (process_id, begin, end), got {} arguments",
+            exprs.len()
+        );
+    }
+    let pid = process_arg(name, args, &exprs[0])?;
+    let bounds = if exprs.len() == 3 {
+        (
+            time_arg(name, "begin", constant(args, &exprs[1]))?,
+            time_arg(name, "end", constant(args, &exprs[2]))?,
+        )
+    } else {
+        (None, None)
+    };
+    Ok((pid, bounds))
+}
+
 impl TableFunctionImpl for AsyncEventsFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        const NAME: &str = "async_events";
-        let exprs = args.exprs();
-        if exprs.len() != 1 && exprs.len() != 3 {
-            return plan_err!(
-                "{NAME} takes (process_id) or (process_id, begin, end), got {} arguments",
-                exprs.len()
-            );
-        }
-        let pid = process_arg(NAME, &args, &exprs[0])?;
-        let bounds = if exprs.len() == 3 {
-            (
-                time_arg(NAME, "begin", constant(&args, &exprs[1]))?,
-                time_arg(NAME, "end", constant(&args, &exprs[2]))?,
-            )
-        } else {
-            (None, None)
-        };
+        let (pid, bounds) = process_and_range("async_events", &args)?;
         Ok(Arc::new(self.0.table(pid, bounds)))
+    }
+}
+
+impl TableFunctionImpl for AsyncSpansFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (pid, bounds) = process_and_range("async_spans", &args)?;
+        Ok(Arc::new(self.0.spans(pid, bounds)))
     }
 }
 
@@ -207,13 +241,16 @@ impl TableFunctionImpl for ViewInstanceFunction {
             );
         }
         let view_set = string_arg(NAME, "view set", constant(&args, &exprs[0]))?;
-        if view_set != VIEW_SET {
+        if view_set != VIEW_SET && view_set != SPANS_VIEW_SET {
             return plan_err!(
-                "{NAME}: unknown view set '{view_set}'; supported view sets: '{VIEW_SET}'"
+                "{NAME}: unknown view set '{view_set}'; supported view sets: '{VIEW_SET}', '{SPANS_VIEW_SET}'"
             );
         }
         let text = string_arg(NAME, "instance id", constant(&args, &exprs[1]))?;
         let pid = process_id(NAME, &text)?;
+        if view_set == SPANS_VIEW_SET {
+            return Ok(Arc::new(self.0.spans(pid, (None, None))));
+        }
         Ok(Arc::new(self.0.table(pid, (None, None))))
     }
 }

@@ -9,6 +9,7 @@ mod exec;
 mod plan;
 mod predicate;
 mod shared;
+mod spans;
 mod stream;
 mod table;
 mod threads;
@@ -16,6 +17,7 @@ mod threads;
 pub use exec::AsyncEventsExec;
 pub use plan::process_clock;
 pub use predicate::ScanPredicate;
+pub use spans::{AsyncSpansExec, AsyncSpansTable, SpanColumn, async_spans_schema};
 pub use table::AsyncEventsTable;
 pub use threads::ThreadStreamsTable;
 
@@ -44,6 +46,10 @@ pub struct ScanOptions {
     /// margin (see [`process_clock`] and the scan planning notes); widen it for a lake whose
     /// clocks jumped (an NTP step, a suspended machine).
     pub time_margin: Duration,
+    /// How far before and after a time range `async_spans` reads events to find the other
+    /// event of the spans crossing the range's edges (see [`AsyncSpansTable`]). Spans longer
+    /// than this that cross an edge come with a NULL `begin` or `end`.
+    pub span_margin: Duration,
 }
 
 impl Default for ScanOptions {
@@ -54,6 +60,7 @@ impl Default for ScanOptions {
             shared_block_budget: 512 * 1024 * 1024,
             declare_time_order: true,
             time_margin: Duration::from_secs(5),
+            span_margin: Duration::from_secs(30),
         }
     }
 }

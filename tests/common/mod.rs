@@ -23,6 +23,7 @@ pub mod producer;
 pub mod realistic;
 pub mod reference;
 pub mod scripted;
+pub mod spans_workload;
 pub mod sql;
 pub mod workload;
 

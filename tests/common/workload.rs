@@ -130,8 +130,16 @@ pub fn spans(tops: u32) -> usize {
 /// Runs the workload recording into micromegas's in-memory sink with its 1 KiB thread buffers
 /// (many small blocks).
 pub fn record_workload(tops: u32) -> Recording {
+    record(|| run_workload(tops))
+}
+
+/// Runs `program` under micromegas's in-memory sink and returns what it recorded. Recordings
+/// of one test binary run one at a time (the dispatch is global).
+pub fn record(program: impl FnOnce()) -> Recording {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let guard = micromegas_tracing::test_utils::init_in_memory_tracing();
-    run_workload(tops);
+    program();
     let state = guard.sink.state.lock().unwrap();
     let info = state.process_info.clone().unwrap();
     let streams = state

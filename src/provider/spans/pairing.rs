@@ -1,0 +1,767 @@
+//! [`AsyncSpansExec`]: pairs the begin and end events of async spans as they stream out of an
+//! `async_events` scan (all thread streams merged in time order) into one row per span.
+//!
+//! A begin opens a span; its end closes it and the span is emitted at once. What stays in memory
+//! is the set of spans open at the current time (and the few ends whose begin lies before the
+//! events read); when the input is exhausted, the spans still open are emitted unfinished and
+//! those ends with an unknown begin. The module documentation of [`super`] gives the range rules.
+
+use super::{SpanColumn, async_spans_schema};
+use crate::format::Column;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, DurationNanosecondArray, Int32Array,
+    Int64Array, MapBuilder, MapFieldNames, RecordBatch, RecordBatchOptions, StringArray,
+    StringBuilder, TimestampNanosecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, SchemaRef, UInt32Type};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{
+    Distribution, EquivalenceProperties, LexOrdering, OrderingRequirements,
+};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+/// How the events read relate to the spans asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct PairingRange {
+    /// Only spans overlapping this inclusive range are emitted (ns; `None`: open side).
+    pub overlap: (Option<i64>, Option<i64>),
+    /// Whether the events read reach the end of the recording: a span with no end then never
+    /// finished (`false`); otherwise its end may lie beyond what was read (`NULL`).
+    pub reads_to_end: bool,
+}
+
+/// Pairs begin and end events into spans.
+#[derive(Debug, Clone)]
+pub struct AsyncSpansExec {
+    input: Arc<dyn ExecutionPlan>,
+    /// The order of the events scan (by `time`), required of the merged input: then ends come
+    /// after their begins and memory holds only the spans open at a time.
+    input_order: Option<LexOrdering>,
+    range: PairingRange,
+    /// Output columns, in output order.
+    projection: Vec<SpanColumn>,
+    schema: SchemaRef,
+    fetch: Option<usize>,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl AsyncSpansExec {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        input_order: Option<LexOrdering>,
+        range: PairingRange,
+        projection: Vec<SpanColumn>,
+        fetch: Option<usize>,
+    ) -> Self {
+        let full = async_spans_schema();
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            projection
+                .iter()
+                .map(|&c| full.field(c as usize).clone())
+                .collect::<Vec<_>>(),
+        ));
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input,
+            input_order,
+            range,
+            projection,
+            schema,
+            fetch,
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+fn format_ns(ns: Option<i64>) -> String {
+    ns.map_or("..".into(), |ns| {
+        chrono::DateTime::from_timestamp_nanos(ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    })
+}
+
+impl DisplayAs for AsyncSpansExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "AsyncSpansExec: pairing begin/end by span_id")?;
+        if self.range.overlap != (None, None) {
+            write!(
+                f,
+                ", overlapping=[{}, {}]",
+                format_ns(self.range.overlap.0),
+                format_ns(self.range.overlap.1)
+            )?;
+        }
+        let missing_end = if self.range.reads_to_end {
+            "never finished"
+        } else {
+            "unknown"
+        };
+        write!(f, ", no end=[{missing_end}]")?;
+        if self.projection.len() < SpanColumn::ALL.len() {
+            let names: Vec<&str> = self.projection.iter().map(|c| c.name()).collect();
+            write!(f, ", projection=[{}]", names.join(", "))?;
+        }
+        if let Some(fetch) = self.fetch {
+            write!(f, ", fetch={fetch}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for AsyncSpansExec {
+    fn name(&self) -> &str {
+        "AsyncSpansExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![self.input_order.clone().map(OrderingRequirements::from)]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match <[_; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(Self::new(
+                input,
+                self.input_order.clone(),
+                self.range,
+                self.projection.clone(),
+                self.fetch,
+            ))),
+            Err(_) => internal_err!("AsyncSpansExec has one child"),
+        }
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.fetch
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        let mut plan = self.clone();
+        plan.fetch = limit;
+        Some(Arc::new(plan))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("AsyncSpansExec has one partition, asked for {partition}");
+        }
+        if self.input.output_partitioning().partition_count() != 1 {
+            return internal_err!("AsyncSpansExec needs its input merged into one partition");
+        }
+        let input = self.input.execute(0, context.clone())?;
+        let metrics = PairingMetrics::new(&self.metrics);
+        let pairer = Pairer::new(
+            &self.input.schema(),
+            self.schema.clone(),
+            self.projection.clone(),
+            self.range,
+            self.fetch,
+            context.session_config().batch_size(),
+            metrics,
+        )?;
+        // (input, pairer, input exhausted or failed)
+        let state = (input, pairer, false);
+        let stream =
+            futures::stream::unfold(state, |(mut input, mut pairer, mut done)| async move {
+                loop {
+                    if let Some(batch) = pairer.ready.pop_front() {
+                        return Some((Ok(batch), (input, pairer, done)));
+                    }
+                    if done || pairer.limit_reached() {
+                        return None;
+                    }
+                    let step = match input.next().await {
+                        Some(Ok(batch)) => pairer.push(&batch),
+                        Some(Err(e)) => Err(e),
+                        None => {
+                            done = true;
+                            pairer.finish()
+                        }
+                    };
+                    if let Err(e) = step {
+                        return Some((Err(e), (input, pairer, true)));
+                    }
+                }
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PairingMetrics {
+    events_in: Count,
+    spans_out: Count,
+    spans_unfinished: Count,
+    spans_begin_unknown: Count,
+    spans_open_peak: Gauge,
+}
+
+impl PairingMetrics {
+    fn new(set: &ExecutionPlanMetricsSet) -> Self {
+        let counter = |name: &'static str| MetricBuilder::new(set).counter(name, 0);
+        Self {
+            events_in: counter("events_in"),
+            spans_out: counter("spans_out"),
+            spans_unfinished: counter("spans_unfinished"),
+            spans_begin_unknown: counter("spans_begin_unknown"),
+            spans_open_peak: MetricBuilder::new(set).gauge("spans_open_peak", 0),
+        }
+    }
+}
+
+/// Interned strings shared by every string column of the output: each output dictionary column
+/// indexes the same values array, rebuilt only when new strings appear.
+#[derive(Debug, Default)]
+struct Strings {
+    ids: HashMap<Box<str>, i32>,
+    values: Vec<Box<str>>,
+    array: Option<ArrayRef>,
+}
+
+impl Strings {
+    fn intern(&mut self, s: &str) -> Result<i32> {
+        if let Some(&id) = self.ids.get(s) {
+            return Ok(id);
+        }
+        let id = i32::try_from(self.values.len())
+            .map_err(|_| DataFusionError::ResourcesExhausted("too many distinct strings".into()))?;
+        self.values.push(s.into());
+        self.ids.insert(s.into(), id);
+        self.array = None;
+        Ok(id)
+    }
+
+    fn array(&mut self) -> ArrayRef {
+        self.array
+            .get_or_insert_with(|| {
+                Arc::new(StringArray::from_iter_values(
+                    self.values.iter().map(|s| s.as_ref()),
+                ))
+            })
+            .clone()
+    }
+
+    /// The global ids of a string column's rows.
+    fn column_ids(&mut self, array: &ArrayRef) -> Result<Vec<i32>> {
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let array = if array.data_type() == &dictionary {
+            array.clone()
+        } else {
+            cast(array, &dictionary)?
+        };
+        let dict = array.as_dictionary::<Int32Type>();
+        let values = dict.values().as_string::<i32>();
+        let mut local = Vec::with_capacity(values.len());
+        for i in 0..values.len() {
+            local.push(self.intern(values.value(i))?);
+        }
+        let mut out = Vec::with_capacity(dict.len());
+        for key in dict.keys().values() {
+            let id = usize::try_from(*key)
+                .ok()
+                .and_then(|k| local.get(k))
+                .copied()
+                .ok_or_else(|| DataFusionError::Internal("dictionary key out of range".into()))?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+}
+
+/// What a span's begin and end events share.
+#[derive(Debug, Clone, Copy, Default)]
+struct SpanInfo {
+    parent: i64,
+    depth: u32,
+    hash: u32,
+    name: i32,
+    filename: i32,
+    target: i32,
+    line: u32,
+}
+
+/// One event's time and thread stream.
+#[derive(Debug, Clone, Copy)]
+struct Half {
+    time: i64,
+    stream: i32,
+}
+
+/// An end whose begin has not been seen.
+#[derive(Debug, Clone)]
+struct OrphanEnd {
+    info: SpanInfo,
+    end: Half,
+    properties: Vec<(String, String)>,
+}
+
+/// The input columns the pairer reads, by index.
+#[derive(Debug, Clone, Copy)]
+struct InputColumns {
+    time: usize,
+    event_type: usize,
+    span_id: usize,
+    parent: Option<usize>,
+    depth: Option<usize>,
+    hash: Option<usize>,
+    name: Option<usize>,
+    filename: Option<usize>,
+    target: Option<usize>,
+    line: Option<usize>,
+    stream: Option<usize>,
+    properties: Option<usize>,
+}
+
+impl InputColumns {
+    fn of(schema: &SchemaRef) -> Result<Self> {
+        let find = |c: Column| schema.index_of(c.name()).ok();
+        let need = |c: Column| {
+            find(c).ok_or_else(|| {
+                DataFusionError::Internal(format!("AsyncSpansExec: input has no {}", c.name()))
+            })
+        };
+        Ok(Self {
+            time: need(Column::Time)?,
+            event_type: need(Column::EventType)?,
+            span_id: need(Column::SpanId)?,
+            parent: find(Column::ParentSpanId),
+            depth: find(Column::Depth),
+            hash: find(Column::Hash),
+            name: find(Column::Name),
+            filename: find(Column::Filename),
+            target: find(Column::Target),
+            line: find(Column::Line),
+            stream: find(Column::StreamId),
+            properties: find(Column::Properties),
+        })
+    }
+}
+
+/// One output row.
+#[derive(Debug)]
+struct SpanRow {
+    span_id: i64,
+    info: SpanInfo,
+    begin: Option<Half>,
+    end: Option<Half>,
+    finished: Option<bool>,
+    /// `None`: no end (NULL).
+    properties: Option<Vec<(String, String)>>,
+}
+
+/// The pairing state and the output being built.
+struct Pairer {
+    columns: InputColumns,
+    schema: SchemaRef,
+    projection: Vec<SpanColumn>,
+    range: PairingRange,
+    fetch: Option<usize>,
+    batch_size: usize,
+    metrics: PairingMetrics,
+    strings: Strings,
+    open: HashMap<i64, (SpanInfo, Half)>,
+    orphans: HashMap<i64, OrphanEnd>,
+    rows: Vec<SpanRow>,
+    emitted: usize,
+    /// Batches built and not yet handed out.
+    ready: VecDeque<RecordBatch>,
+}
+
+fn u32_ids(batch: &RecordBatch, index: Option<usize>) -> Option<&[u32]> {
+    index.map(|i| {
+        batch
+            .column(i)
+            .as_primitive::<UInt32Type>()
+            .values()
+            .as_ref()
+    })
+}
+
+impl Pairer {
+    fn new(
+        input: &SchemaRef,
+        schema: SchemaRef,
+        projection: Vec<SpanColumn>,
+        range: PairingRange,
+        fetch: Option<usize>,
+        batch_size: usize,
+        metrics: PairingMetrics,
+    ) -> Result<Self> {
+        Ok(Self {
+            columns: InputColumns::of(input)?,
+            schema,
+            projection,
+            range,
+            fetch,
+            batch_size: batch_size.max(1),
+            metrics,
+            strings: Strings::default(),
+            open: HashMap::new(),
+            orphans: HashMap::new(),
+            rows: Vec::new(),
+            emitted: 0,
+            ready: VecDeque::new(),
+        })
+    }
+
+    fn limit_reached(&self) -> bool {
+        self.fetch.is_some_and(|f| self.emitted >= f)
+    }
+
+    fn overlaps(&self, begin: Option<i64>, end: Option<i64>) -> bool {
+        let (lo, hi) = self.range.overlap;
+        let begins_in_time = match (begin, hi) {
+            (Some(b), Some(hi)) => b <= hi,
+            _ => true,
+        };
+        let ends_in_time = match (end, lo) {
+            (Some(e), Some(lo)) => e >= lo,
+            _ => true,
+        };
+        begins_in_time && ends_in_time
+    }
+
+    /// Queues a span for output; a batch is ready every `batch_size` spans.
+    fn emit(&mut self, row: SpanRow) -> Result<()> {
+        if self.limit_reached() {
+            return Ok(());
+        }
+        if row.end.is_none() {
+            self.metrics.spans_unfinished.add(1);
+        }
+        if row.begin.is_none() {
+            self.metrics.spans_begin_unknown.add(1);
+        }
+        self.rows.push(row);
+        self.emitted += 1;
+        if self.rows.len() >= self.batch_size || self.limit_reached() {
+            let batch = self.build()?;
+            self.ready.push_back(batch);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        let c = self.columns;
+        let n = batch.num_rows();
+        self.metrics.events_in.add(n);
+        let time = batch
+            .column(c.time)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+            .values();
+        let span_id = batch.column(c.span_id).as_primitive::<Int64Type>().values();
+        let event_type = self
+            .strings_of(batch, Some(c.event_type))?
+            .unwrap_or_default();
+        let begin_id = self.strings.intern("begin")?;
+        let parent = c
+            .parent
+            .map(|i| batch.column(i).as_primitive::<Int64Type>().values());
+        let depth = u32_ids(batch, c.depth);
+        let hash = u32_ids(batch, c.hash);
+        let line = u32_ids(batch, c.line);
+        let name = self.strings_of(batch, c.name)?;
+        let filename = self.strings_of(batch, c.filename)?;
+        let target = self.strings_of(batch, c.target)?;
+        let stream = self.strings_of(batch, c.stream)?;
+        let properties = c.properties.map(|i| batch.column(i).as_map());
+        for row in 0..n {
+            let get = |v: &Option<Vec<i32>>| v.as_ref().map_or(0, |v| v[row]);
+            let info = SpanInfo {
+                parent: parent.map_or(0, |v| v[row]),
+                depth: depth.map_or(0, |v| v[row]),
+                hash: hash.map_or(0, |v| v[row]),
+                name: get(&name),
+                filename: get(&filename),
+                target: get(&target),
+                line: line.map_or(0, |v| v[row]),
+            };
+            let half = Half {
+                time: time[row],
+                stream: get(&stream),
+            };
+            let id = span_id[row];
+            if event_type[row] == begin_id {
+                if let Some(orphan) = self.orphans.remove(&id) {
+                    // Same time as its end, merged after it: pair them anyway.
+                    self.close(id, info, half, orphan.end, orphan.properties)?;
+                } else {
+                    self.open.insert(id, (info, half));
+                    self.metrics.spans_open_peak.set_max(self.open.len());
+                }
+                continue;
+            }
+            let props: Vec<(String, String)> = match properties {
+                Some(map) if !map.is_null(row) => {
+                    let entries = map.value(row);
+                    let keys = entries.column(0).as_string::<i32>();
+                    let values = entries.column(1).as_string::<i32>();
+                    (0..entries.len())
+                        .map(|j| (keys.value(j).to_owned(), values.value(j).to_owned()))
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            match self.open.remove(&id) {
+                Some((begin_info, begin)) => self.close(id, begin_info, begin, half, props)?,
+                None => {
+                    self.orphans.insert(
+                        id,
+                        OrphanEnd {
+                            info,
+                            end: half,
+                            properties: props,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn close(
+        &mut self,
+        span_id: i64,
+        info: SpanInfo,
+        begin: Half,
+        end: Half,
+        properties: Vec<(String, String)>,
+    ) -> Result<()> {
+        if !self.overlaps(Some(begin.time), Some(end.time)) {
+            return Ok(());
+        }
+        self.emit(SpanRow {
+            span_id,
+            info,
+            begin: Some(begin),
+            end: Some(end),
+            finished: Some(true),
+            properties: Some(properties),
+        })
+    }
+
+    fn strings_of(
+        &mut self,
+        batch: &RecordBatch,
+        index: Option<usize>,
+    ) -> Result<Option<Vec<i32>>> {
+        index
+            .map(|i| self.strings.column_ids(batch.column(i)))
+            .transpose()
+    }
+
+    /// The input is exhausted: spans still open are unfinished, ends never paired have an
+    /// unknown begin. Queues them (by time) and the last partial batch.
+    fn finish(&mut self) -> Result<()> {
+        let mut open: Vec<(i64, (SpanInfo, Half))> = self.open.drain().collect();
+        open.sort_by_key(|(id, (_, begin))| (begin.time, *id));
+        let finished = if self.range.reads_to_end {
+            Some(false)
+        } else {
+            None
+        };
+        for (span_id, (info, begin)) in open {
+            if self.overlaps(Some(begin.time), None) {
+                self.emit(SpanRow {
+                    span_id,
+                    info,
+                    begin: Some(begin),
+                    end: None,
+                    finished,
+                    properties: None,
+                })?;
+            }
+        }
+        let mut orphans: Vec<(i64, OrphanEnd)> = self.orphans.drain().collect();
+        orphans.sort_by_key(|(id, o)| (o.end.time, *id));
+        for (span_id, orphan) in orphans {
+            if self.overlaps(None, Some(orphan.end.time)) {
+                self.emit(SpanRow {
+                    span_id,
+                    info: orphan.info,
+                    begin: None,
+                    end: Some(orphan.end),
+                    finished: Some(true),
+                    properties: Some(orphan.properties),
+                })?;
+            }
+        }
+        if !self.rows.is_empty() {
+            let batch = self.build()?;
+            self.ready.push_back(batch);
+        }
+        Ok(())
+    }
+
+    /// Builds the queued rows into a batch.
+    fn build(&mut self) -> Result<RecordBatch> {
+        let rows = std::mem::take(&mut self.rows);
+        self.metrics.spans_out.add(rows.len());
+        let strings = self.strings.array();
+        let dict = |keys: Vec<Option<i32>>| -> Result<ArrayRef> {
+            Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from(keys),
+                strings.clone(),
+            )?))
+        };
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.projection.len());
+        for column in &self.projection {
+            let array: ArrayRef = match column {
+                SpanColumn::SpanId => {
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.span_id)))
+                }
+                SpanColumn::ParentSpanId => Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r.info.parent),
+                )),
+                SpanColumn::Depth => Arc::new(UInt32Array::from_iter_values(
+                    rows.iter().map(|r| r.info.depth),
+                )),
+                SpanColumn::Hash => Arc::new(UInt32Array::from_iter_values(
+                    rows.iter().map(|r| r.info.hash),
+                )),
+                SpanColumn::Line => Arc::new(UInt32Array::from_iter_values(
+                    rows.iter().map(|r| r.info.line),
+                )),
+                SpanColumn::Name => dict(rows.iter().map(|r| Some(r.info.name)).collect())?,
+                SpanColumn::Filename => dict(rows.iter().map(|r| Some(r.info.filename)).collect())?,
+                SpanColumn::Target => dict(rows.iter().map(|r| Some(r.info.target)).collect())?,
+                SpanColumn::Begin => Arc::new(
+                    TimestampNanosecondArray::from(
+                        rows.iter()
+                            .map(|r| r.begin.map(|h| h.time))
+                            .collect::<Vec<_>>(),
+                    )
+                    .with_timezone("+00:00"),
+                ),
+                SpanColumn::End => Arc::new(
+                    TimestampNanosecondArray::from(
+                        rows.iter()
+                            .map(|r| r.end.map(|h| h.time))
+                            .collect::<Vec<_>>(),
+                    )
+                    .with_timezone("+00:00"),
+                ),
+                SpanColumn::Duration => Arc::new(DurationNanosecondArray::from(
+                    rows.iter()
+                        .map(|r| match (r.begin, r.end) {
+                            (Some(b), Some(e)) => Some(e.time.saturating_sub(b.time)),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                SpanColumn::BeginStreamId => {
+                    dict(rows.iter().map(|r| r.begin.map(|h| h.stream)).collect())?
+                }
+                SpanColumn::EndStreamId => {
+                    dict(rows.iter().map(|r| r.end.map(|h| h.stream)).collect())?
+                }
+                SpanColumn::Migrated => Arc::new(BooleanArray::from(
+                    rows.iter()
+                        .map(|r| match (r.begin, r.end) {
+                            (Some(b), Some(e)) => Some(b.stream != e.stream),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                SpanColumn::Finished => Arc::new(BooleanArray::from(
+                    rows.iter().map(|r| r.finished).collect::<Vec<_>>(),
+                )),
+                SpanColumn::Properties => properties_array(&rows)?,
+            };
+            arrays.push(array);
+        }
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?)
+    }
+}
+
+fn properties_array(rows: &[SpanRow]) -> Result<ArrayRef> {
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    let mut builder = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+        .with_keys_field(Arc::new(Field::new("key", DataType::Utf8, false)))
+        .with_values_field(Arc::new(Field::new("value", DataType::Utf8, false)));
+    for row in rows {
+        match &row.properties {
+            None => builder.append(false)?,
+            Some(pairs) => {
+                for (k, v) in pairs {
+                    builder.keys().append_value(k);
+                    builder.values().append_value(v);
+                }
+                builder.append(true)?;
+            }
+        }
+    }
+    Ok(Arc::new(builder.finish()))
+}

@@ -1,0 +1,255 @@
+//! [`AsyncSpansTable`]: the `TableProvider` of one process's async spans.
+//!
+//! Its scan is an `async_events` scan (with every filter that selects whole spans pushed into
+//! it, and the time range widened by the span margin) merged in time order under an
+//! [`AsyncSpansExec`].
+
+use super::pairing::{AsyncSpansExec, PairingRange};
+use super::{SpanColumn, async_spans_schema};
+use crate::format::Column;
+use crate::lake::Lake;
+use crate::provider::ScanOptions;
+use crate::provider::predicate::ScanPredicate;
+use crate::provider::table::{AsyncEventsTable, TableContext};
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Result, plan_err};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, col};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The async spans of one process, as a table (`async_spans(pid [, begin, end])`).
+#[derive(Debug, Clone)]
+pub struct AsyncSpansTable {
+    lake: Lake,
+    process_id: Uuid,
+    /// The range whose overlapping spans are returned (ns, inclusive).
+    bounds: (Option<i64>, Option<i64>),
+    options: ScanOptions,
+    context: Arc<TableContext>,
+}
+
+/// How a filter on `async_spans` reaches the events scan.
+enum SpanFilter {
+    /// On columns equal on both events of a span: applied to the events, exactly.
+    Events,
+    /// On `begin` or `end`: narrows the events read (inclusive ns bounds); DataFusion applies
+    /// the filter itself.
+    Time {
+        on_begin: bool,
+        bounds: (Option<i64>, Option<i64>),
+    },
+    Unsupported,
+}
+
+impl AsyncSpansTable {
+    /// The spans of `process_id` overlapping `[begin, end]` (ns, inclusive; `None` for open).
+    pub fn new(
+        lake: Lake,
+        process_id: Uuid,
+        bounds: (Option<i64>, Option<i64>),
+        options: ScanOptions,
+    ) -> Self {
+        Self::with_context(
+            lake,
+            process_id,
+            bounds,
+            options,
+            Arc::new(TableContext::default()),
+        )
+    }
+
+    pub(crate) fn with_context(
+        lake: Lake,
+        process_id: Uuid,
+        bounds: (Option<i64>, Option<i64>),
+        options: ScanOptions,
+        context: Arc<TableContext>,
+    ) -> Self {
+        Self {
+            lake,
+            process_id,
+            bounds,
+            options,
+            context,
+        }
+    }
+
+    /// The process whose spans the table holds.
+    pub fn process_id(&self) -> Uuid {
+        self.process_id
+    }
+
+    fn classify(filter: &Expr, now: Option<chrono::DateTime<chrono::Utc>>) -> SpanFilter {
+        let columns: BTreeSet<Option<SpanColumn>> = filter
+            .column_refs()
+            .iter()
+            .map(|c| SpanColumn::from_name(&c.name))
+            .collect();
+        if columns.is_empty() || columns.contains(&None) {
+            return SpanFilter::Unsupported;
+        }
+        let columns: Vec<SpanColumn> = columns.into_iter().flatten().collect();
+        if columns.iter().all(|c| c.same_on_both_events()) {
+            return match ScanPredicate::support(filter) {
+                TableProviderFilterPushDown::Exact => SpanFilter::Events,
+                _ => SpanFilter::Unsupported,
+            };
+        }
+        let on_begin = match columns.as_slice() {
+            [SpanColumn::Begin] => true,
+            [SpanColumn::End] => false,
+            _ => return SpanFilter::Unsupported,
+        };
+        // The same comparison on `time` gives the bounds.
+        let as_time = unnormalize_col(filter.clone())
+            .transform(|e| {
+                Ok(match e {
+                    Expr::Column(c) if c.name == "begin" || c.name == "end" => {
+                        Transformed::yes(col(Column::Time.name()))
+                    }
+                    other => Transformed::no(other),
+                })
+            })
+            .map(|t| t.data);
+        let Ok(as_time) = as_time else {
+            return SpanFilter::Unsupported;
+        };
+        if ScanPredicate::support(&as_time) != TableProviderFilterPushDown::Exact {
+            return SpanFilter::Unsupported;
+        }
+        let (predicate, residual) = ScanPredicate::from_filters(&[as_time], now);
+        if !residual.is_empty() || predicate.time == (None, None) {
+            return SpanFilter::Unsupported;
+        }
+        SpanFilter::Time {
+            on_begin,
+            bounds: predicate.time,
+        }
+    }
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[async_trait]
+impl TableProvider for AsyncSpansTable {
+    fn schema(&self) -> SchemaRef {
+        async_spans_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match Self::classify(f, None) {
+                SpanFilter::Events => TableProviderFilterPushDown::Exact,
+                SpanFilter::Time { .. } => TableProviderFilterPushDown::Inexact,
+                SpanFilter::Unsupported => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let columns: Vec<SpanColumn> = match projection {
+            None => SpanColumn::ALL.to_vec(),
+            Some(indices) => indices
+                .iter()
+                .map(|&i| match SpanColumn::ALL.get(i) {
+                    Some(c) => Ok(*c),
+                    None => plan_err!("async_spans has no column {i}"),
+                })
+                .collect::<Result<_>>()?,
+        };
+        // The events read: what the output needs, plus what pairing needs.
+        let mut needed: BTreeSet<Column> = [Column::Time, Column::EventType, Column::SpanId].into();
+        needed.extend(columns.iter().filter_map(|c| c.event_column()));
+        let event_projection: Vec<usize> = needed.iter().map(|&c| c as usize).collect();
+
+        let now = state.execution_props().query_execution_start_time;
+        let margin = self.options.span_margin.as_nanos().min(i64::MAX as u128) as i64;
+        let (r0, r1) = self.bounds;
+        let mut lo = r0.map(|r| r.saturating_sub(margin));
+        let mut hi = r1.map(|r| r.saturating_add(margin));
+        let mut event_filters = Vec::new();
+        for filter in filters {
+            match Self::classify(filter, now) {
+                SpanFilter::Events => event_filters.push(unnormalize_col(filter.clone())),
+                // A span beginning in [a, b] has both its events in [a, b + margin]…
+                SpanFilter::Time {
+                    on_begin: true,
+                    bounds: (a, b),
+                } => {
+                    lo = max_opt(lo, a);
+                    hi = min_opt(hi, b.map(|b| b.saturating_add(margin)));
+                }
+                // …one ending in [a, b] has them in [a - margin, b].
+                SpanFilter::Time {
+                    on_begin: false,
+                    bounds: (a, b),
+                } => {
+                    lo = max_opt(lo, a.map(|a| a.saturating_sub(margin)));
+                    hi = min_opt(hi, b);
+                }
+                // DataFusion applies it above.
+                SpanFilter::Unsupported => {}
+            }
+        }
+        let events = AsyncEventsTable::with_context(
+            self.lake.clone(),
+            self.process_id,
+            (lo, hi),
+            self.options.clone(),
+            self.context.clone(),
+        );
+        let scan = events
+            .scan(state, Some(&event_projection), &event_filters, None)
+            .await?;
+        // The pairing operator requires its input as one partition in the scan's `time` order:
+        // DataFusion merges the streams (or, with `declare_time_order = false`, coalesces them,
+        // and pairing holds ends that arrive before their begins until the input is exhausted).
+        let order = scan.output_ordering().cloned();
+        let reads_to_end = match hi {
+            None => true,
+            Some(hi) => match self.lake.latest_timing(self.process_id).await? {
+                Some(latest) => hi >= latest.end_time_ns,
+                None => true,
+            },
+        };
+        let range = PairingRange {
+            overlap: self.bounds,
+            reads_to_end,
+        };
+        Ok(Arc::new(AsyncSpansExec::new(
+            scan, order, range, columns, limit,
+        )))
+    }
+}
