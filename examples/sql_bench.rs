@@ -4,6 +4,8 @@
 //! cargo run --release --example sql_bench -- build --dir /tmp/ae-bench [--events 2000000]
 //! cargo run --release --example sql_bench -- run --dir /tmp/ae-bench
 //! cargo run --release --example sql_bench -- scan --dir /tmp/ae-bench   # peak RSS of a full scan
+//! cargo run --release --example sql_bench -- spans --dir /tmp/ae-bench  # async_spans vs self-join
+//! cargo run --release --example sql_bench -- spans-rss --dir /tmp/ae-bench --query spans|join
 //! ```
 //! `build` writes realistic thread blocks (256 KiB buffers, 5 worker threads, a third of the
 //! records sync span events) with micromegas-tracing's own `ThreadStream`, encoded by
@@ -33,6 +35,7 @@ struct Args {
     mode: String,
     dir: PathBuf,
     events: usize,
+    query: String,
 }
 
 fn args() -> Args {
@@ -42,12 +45,14 @@ fn args() -> Args {
         mode,
         dir: std::env::temp_dir().join("async-events-bench"),
         events: 2_000_000,
+        query: "spans".into(),
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
             "--dir" => out.dir = PathBuf::from(value()),
             "--events" => out.events = value().parse().expect("--events N"),
+            "--query" => out.query = value(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -240,6 +245,67 @@ async fn main() {
                 );
             }
         }
-        other => panic!("unknown mode {other}: build, run or scan"),
+        "spans" | "spans-rss" => {
+            let lake = Lake::embedded(lake_paths(&args.dir)).await.unwrap();
+            let pid = process_id(&lake).await;
+            let ctx = SessionContext::new();
+            register(&ctx, lake);
+            // The same answer two ways: spans paired by the scan, and the LEFT JOIN it replaces.
+            let spans = format!(
+                "SELECT name, count(*), avg(duration), max(duration) FROM async_spans('{pid}') GROUP BY name"
+            );
+            let join = format!(
+                "SELECT b.name, count(*), avg(e.time - b.time), max(e.time - b.time) \
+                 FROM async_events('{pid}') b LEFT JOIN async_events('{pid}') e \
+                 ON b.span_id = e.span_id AND e.event_type = 'end' \
+                 WHERE b.event_type = 'begin' GROUP BY b.name"
+            );
+            if args.mode == "spans-rss" {
+                let sql = if args.query == "join" { &join } else { &spans };
+                let before = current_rss_mib();
+                let (rows, elapsed, _) = measure(&ctx, sql).await;
+                println!(
+                    "{}: {rows} rows in {:.2}s; RSS before {before:.0} MiB, peak {:.0} MiB",
+                    args.query,
+                    elapsed.as_secs_f64(),
+                    peak_rss_mib()
+                );
+                return;
+            }
+            let answer = |sql: String| {
+                let ctx = ctx.clone();
+                async move {
+                    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                    let mut rows = common::sql::lines(&batches);
+                    rows.sort();
+                    rows
+                }
+            };
+            assert_eq!(
+                answer(spans.clone()).await,
+                answer(join.clone()).await,
+                "same answer"
+            );
+            let mut medians = Vec::new();
+            for (name, sql) in [("async_spans", &spans), ("LEFT JOIN", &join)] {
+                let mut times: Vec<Duration> = Vec::new();
+                for _ in 0..5 {
+                    times.push(measure(&ctx, sql).await.1);
+                }
+                times.sort();
+                let median = times[times.len() / 2];
+                println!(
+                    "{name}: median {:.1} ms (runs: {:?} ms)",
+                    median.as_secs_f64() * 1e3,
+                    times.iter().map(|t| t.as_millis()).collect::<Vec<_>>()
+                );
+                medians.push(median);
+            }
+            println!(
+                "async_spans is {:.2}x faster than the self-join",
+                medians[1].as_secs_f64() / medians[0].as_secs_f64()
+            );
+        }
+        other => panic!("unknown mode {other}: build, run, scan, spans or spans-rss"),
     }
 }

@@ -25,6 +25,7 @@
 mod error;
 pub mod format;
 pub mod lake;
+pub mod lints;
 pub mod provider;
 #[cfg(feature = "recorder")]
 pub mod recorder;

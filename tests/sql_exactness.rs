@@ -516,3 +516,56 @@ fn atom(rng: &mut Rng, v: &Values, q: &str) -> String {
         }
     }
 }
+
+/// A merge polls one partition at a time and a join one side before the other: fetches in
+/// flight in a partition nobody polls must not hold what the others need (fetch permits, the
+/// lock of a block shared with another scan). Eight streams, two permits, every shape that
+/// merges or joins: each finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unevenly_polled_partitions_do_not_stall_the_scan() {
+    use common::realistic::{Shape, realistic};
+    let rec = realistic(
+        Shape {
+            streams: 8,
+            blocks_per_stream: 6,
+            buffer_bytes: 8 * 1024,
+            block_duration: chrono::Duration::milliseconds(500),
+        },
+        chrono::Utc::now() - chrono::Duration::hours(1),
+        5,
+    );
+    let t = open(Backend::Sqlite).await;
+    store(&t.lake, &rec).await;
+    let pid = rec.process.process_id;
+    let ctx = SessionContext::new();
+    datafusion_async_events::register_with(
+        &ctx,
+        t.lake.clone(),
+        ScanOptions {
+            max_concurrent_fetches: 2,
+            ..ScanOptions::default()
+        },
+    );
+    let reference = reference(Backend::Sqlite, &rec);
+    for sql in [
+        "SELECT time, span_id, event_type FROM {T} ORDER BY time, span_id, event_type",
+        "SELECT count(*) FROM {T} b JOIN {T} e ON b.span_id = e.span_id WHERE b.event_type = 'begin' AND e.event_type = 'end'",
+        "SELECT count(*) FROM (SELECT time FROM {T} ORDER BY time) a CROSS JOIN (SELECT max(time) FROM {T})",
+    ] {
+        let ours = sql.replace("{T}", &format!("async_events('{pid}')"));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(60), query(&ctx, &ours))
+            .await
+            .unwrap_or_else(|_| panic!("stalled: {ours}"));
+        assert_eq!(
+            lines(&got),
+            lines(&query(&reference, &sql.replace("{T}", "ref")).await),
+            "{sql}"
+        );
+    }
+    let spans = format!(
+        "SELECT count(*) FROM async_spans('{pid}') s CROSS JOIN (SELECT max(\"end\") FROM async_spans('{pid}'))"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(60), query(&ctx, &spans))
+        .await
+        .expect("stalled: spans cross join");
+}

@@ -272,3 +272,53 @@ async fn explain_shows_the_pairing_operator_and_its_counters() {
         "{analyzed}"
     );
 }
+
+/// Runs the lints on a lake holding `rec` and returns the rows each found.
+async fn lint_rows(rec: &Recording) -> Vec<(&'static str, Vec<String>)> {
+    let t = open(Backend::Sqlite).await;
+    store(&t.lake, rec).await;
+    let ctx = context(&t.lake);
+    let mut out = Vec::new();
+    for lint in datafusion_async_events::lints::lints(rec.process.process_id, None, None) {
+        out.push((lint.name, lines(&query(&ctx, &lint.sql).await)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lints_find_what_the_troubled_workload_does_and_nothing_in_a_clean_one() {
+    use common::spans_workload::name;
+    let found = lint_rows(troubled_recording()).await;
+    let [(_, never), (_, outliving), (_, slow)] = found.as_slice() else {
+        panic!("three lints: {found:?}")
+    };
+    // 4 races lose a step each, 4 tops drop a leaf on timeout.
+    assert_eq!(never.len(), 8, "{never:?}");
+    assert_eq!(
+        never
+            .iter()
+            .filter(|l| l.starts_with(&format!("{}|", name("step"))))
+            .count(),
+        4
+    );
+    // The step spawned by fire_and_forget outlives it.
+    assert_eq!(outliving.len(), 1, "{outliving:?}");
+    assert!(
+        outliving[0].starts_with(&format!("{}|{}|", name("step"), name("fire_and_forget"))),
+        "{outliving:?}"
+    );
+    // The two 150 ms requests (and their steps) are the outliers.
+    assert!(
+        slow.iter()
+            .filter(|l| l.starts_with(&format!("{}|", name("request"))))
+            .count()
+            == 2,
+        "{slow:?}"
+    );
+    let clean = std::thread::spawn(common::spans_workload::clean)
+        .join()
+        .unwrap();
+    for (lint, rows) in lint_rows(&clean).await {
+        assert!(rows.is_empty(), "{lint}: {rows:?}");
+    }
+}

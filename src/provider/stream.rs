@@ -107,6 +107,36 @@ struct Fetched {
 
 type FetchFuture = Pin<Box<dyn Future<Output = Result<Fetched, Error>> + Send>>;
 
+/// A block fetch running as a task of its own, aborted when dropped.
+///
+/// Fetches hold resources shared beyond their partition: a permit of the scan's fetch
+/// semaphore, and the lock of a block shared with another scan of the query while it loads.
+/// Consumers poll partitions unevenly (a sort-preserving merge polls one partition at a time, a
+/// join reads one side before the other), so a fetch that only ran when its partition is polled
+/// could hold them while nobody polls it, and stall every other partition: as a task it
+/// finishes, and releases them, on its own.
+struct SpawnedFetch(tokio::task::JoinHandle<Result<Fetched, Error>>);
+
+impl Future for SpawnedFetch {
+    type Output = Result<Fetched, Error>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
+            Ok(result) => result,
+            Err(e) => Err(Error::Internal(format!("a block fetch task failed: {e}"))),
+        })
+    }
+}
+
+impl Drop for SpawnedFetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Prefetched blocks per partition.
 const AHEAD: usize = 2;
 
@@ -345,7 +375,8 @@ impl Reader {
                 continue;
             }
             let future = fetch(self.args.state.clone(), block, self.args.metrics.clone());
-            self.pending.push_back(Box::pin(future));
+            self.pending
+                .push_back(Box::pin(SpawnedFetch(tokio::spawn(future))));
         }
     }
 

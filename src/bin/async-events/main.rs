@@ -4,6 +4,7 @@
 //! async-events [--db URL] [--store URL] [-v] sql [--format table|csv|json] "<SQL>"
 //! async-events [--db URL] [--store URL] processes [--limit N]
 //! async-events [--db URL] [--store URL] quickstart
+//! async-events [--db URL] [--store URL] lint --process UUID [--begin T --end T]
 //! ```
 //! Without `--db`/`--store`, the lake comes from `MICROMEGAS_SQL_CONNECTION_STRING` and
 //! `MICROMEGAS_OBJECT_STORE_URI`, or is the embedded lake in `./lake`. Warnings (skipped blocks)
@@ -72,6 +73,19 @@ enum Command {
     },
     /// Records a small instrumented tokio service into the lake, then runs example queries.
     Quickstart,
+    /// Finds spans that never finished, children that outlived their parent, and slow
+    /// outliers (the SQL of each is in the README).
+    Lint {
+        /// The process to check.
+        #[arg(long, value_name = "UUID")]
+        process: uuid::Uuid,
+        /// Only spans overlapping the range from this time (RFC 3339).
+        #[arg(long)]
+        begin: Option<String>,
+        /// Only spans overlapping the range up to this time (RFC 3339).
+        #[arg(long)]
+        end: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -174,6 +188,29 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .unwrap_or_else(|| "./lake".into()),
             };
             quickstart::run(lake, &where_).await?;
+        }
+        Command::Lint {
+            process,
+            begin,
+            end,
+        } => {
+            let ctx = SessionContext::new();
+            register_with(&ctx, lake, options);
+            let lints =
+                datafusion_async_events::lints::lints(process, begin.as_deref(), end.as_deref());
+            for (i, lint) in lints.iter().enumerate() {
+                let batches = ctx.sql(&lint.sql).await?.collect().await?;
+                let found: usize = batches.iter().map(|b| b.num_rows()).sum();
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                writeln!(out, "{} ({found}):", lint.title)?;
+                if found == 0 {
+                    writeln!(out, "(none)")?;
+                } else {
+                    writeln!(out, "{}", pretty_format_batches(&batches)?)?;
+                }
+            }
         }
         Command::Sql { format, sql } => {
             let ctx = SessionContext::new();

@@ -1,0 +1,87 @@
+//! Lints: SQL recipes over `async_spans` that find what usually goes wrong in async code.
+//!
+//! Each lint is plain SQL (the README prints them, so notebook users can run them as they are);
+//! `async-events lint` runs them all and prints one table per lint.
+//!
+//! - **never finished**: spans with no end in a recording read to its end — futures dropped
+//!   before completion (`select!` losers, timeouts, cancelled tasks) — with their age at the end
+//!   of the recording (the last begin or end of any span read);
+//! - **children outliving their parent**: a span that ended after its parent span ended (work
+//!   spawned with the parent's context and left running);
+//! - **slow outliers**: spans at least 10 times slower than their name's median (and 1 ms
+//!   slower), for names with at least 10 finished spans, the 5 slowest per name, with the name's
+//!   p50 and p99.
+
+use uuid::Uuid;
+
+/// One lint: a title and the SQL that lists what it found (no row: nothing found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lint {
+    /// Short name (`never_finished`, `outliving_children`, `slow_outliers`).
+    pub name: &'static str,
+    /// What the rows are.
+    pub title: &'static str,
+    /// The query.
+    pub sql: String,
+}
+
+/// The `async_spans(...)` call of a process and optional range (RFC 3339 strings).
+fn spans(process_id: Uuid, begin: Option<&str>, end: Option<&str>) -> String {
+    match (begin, end) {
+        (None, None) => format!("async_spans('{process_id}')"),
+        (b, e) => {
+            let arg = |t: Option<&str>| t.map_or("NULL".to_string(), |t| format!("'{t}'"));
+            format!("async_spans('{process_id}', {}, {})", arg(b), arg(e))
+        }
+    }
+}
+
+/// The lints of a process, optionally within a range (RFC 3339 `begin`/`end`).
+pub fn lints(process_id: Uuid, begin: Option<&str>, end: Option<&str>) -> Vec<Lint> {
+    let spans = spans(process_id, begin, end);
+    vec![
+        Lint {
+            name: "never_finished",
+            title: "Spans that never finished (futures dropped before completion)",
+            sql: format!(
+                "WITH s AS (SELECT * FROM {spans}), \
+                 last AS (SELECT max(coalesce(\"end\", begin)) AS t FROM s) \
+                 SELECT s.name, s.depth, s.span_id, s.parent_span_id, s.begin, \
+                        last.t - s.begin AS age_at_end_of_recording \
+                 FROM s CROSS JOIN last WHERE s.finished = false \
+                 ORDER BY age_at_end_of_recording DESC, s.span_id"
+            ),
+        },
+        Lint {
+            name: "outliving_children",
+            title: "Children that ended after their parent ended",
+            sql: format!(
+                "SELECT c.name AS child, p.name AS parent, c.span_id, p.span_id AS parent_span_id, \
+                        c.\"end\" - p.\"end\" AS outlived_parent_by \
+                 FROM {spans} c JOIN {spans} p ON c.parent_span_id = p.span_id \
+                 WHERE c.\"end\" > p.\"end\" \
+                 ORDER BY outlived_parent_by DESC, c.span_id"
+            ),
+        },
+        Lint {
+            name: "slow_outliers",
+            title: "Slow outliers: at least 10 times their name's median",
+            sql: format!(
+                "WITH s AS (SELECT name, span_id, duration, CAST(duration AS BIGINT) AS ns \
+                            FROM {spans} WHERE duration IS NOT NULL), \
+                 stats AS (SELECT name, count(*) AS spans, median(ns) AS p50, \
+                                  approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY ns) AS p99 \
+                           FROM s GROUP BY name), \
+                 ranked AS (SELECT s.name, s.span_id, s.duration, s.ns, stats.spans, stats.p50, stats.p99, \
+                                   row_number() OVER (PARTITION BY s.name ORDER BY s.ns DESC, s.span_id) AS rank \
+                            FROM s JOIN stats ON s.name = stats.name \
+                            WHERE stats.spans >= 10 AND s.ns >= 10 * stats.p50 AND s.ns >= stats.p50 + 1000000) \
+                 SELECT name, span_id, duration, \
+                        arrow_cast(CAST(p50 AS BIGINT), 'Duration(Nanosecond)') AS name_p50, \
+                        arrow_cast(CAST(p99 AS BIGINT), 'Duration(Nanosecond)') AS name_p99, \
+                        round(CAST(ns AS DOUBLE) / p50, 1) AS times_p50, spans AS name_spans \
+                 FROM ranked WHERE rank <= 5 ORDER BY times_p50 DESC, span_id"
+            ),
+        },
+    ]
+}
