@@ -28,6 +28,8 @@ pub mod lake;
 pub mod provider;
 #[cfg(feature = "recorder")]
 pub mod recorder;
+#[cfg(feature = "timeline")]
+pub mod timeline;
 pub mod udtf;
 
 pub use error::{Error, Result};
