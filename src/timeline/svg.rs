@@ -40,6 +40,8 @@ const TOP: f64 = 64.0;
 const ROW: f64 = 14.0;
 const BAR: f64 = 12.0;
 const GROUP_GAP: f64 = 10.0;
+/// Rows a depth of a thread may take for spans that overlap.
+const SUB_ROWS: usize = 4;
 const OTHER: &str = "#a0a0a0";
 const MERGED: &str = "#404040";
 
@@ -58,6 +60,45 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// Distinct colours for the legend's names.
+const PALETTE: [&str; 16] = [
+    "#3f74b5", "#f08c2e", "#d9453f", "#5bb0a8", "#4f9b45", "#e6c23a", "#9f6b9b", "#f59aa6",
+    "#8d6a55", "#2f4f8f", "#9ad27e", "#c05683", "#2f8a84", "#b8b830", "#7c5fd0", "#e07a1f",
+];
+
+/// Colours of the names (most drawn first): a palette slot picked by the name's hash (the next
+/// free one when taken), so that a name keeps its colour from one picture to the next unless
+/// another name took the slot; past the palette, a hue from the hash.
+pub fn legend_colours(names: &[&str]) -> Vec<String> {
+    let mut taken = [false; PALETTE.len()];
+    names
+        .iter()
+        .map(|name| {
+            let start = (stable_hash(name) % PALETTE.len() as u64) as usize;
+            match (0..PALETTE.len())
+                .map(|k| (start + k) % PALETTE.len())
+                .find(|&slot| !taken[slot])
+            {
+                Some(slot) => {
+                    taken[slot] = true;
+                    PALETTE[slot].to_owned()
+                }
+                None => name_colour(name),
+            }
+        })
+        .collect()
+}
+
+/// Whether text on `fill` (`#rrggbb`) reads better dark than white.
+fn dark_text_on(fill: &str) -> bool {
+    let channel = |i: usize| {
+        fill.get(i..i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .map_or(0.0, f64::from)
+    };
+    0.299 * channel(1) + 0.587 * channel(3) + 0.114 * channel(5) > 150.0
 }
 
 /// The colour of a name: a hue from its hash, stable across runs.
@@ -128,6 +169,11 @@ fn truncate(text: &str, chars: usize) -> String {
     }
 }
 
+/// A name without its module path (`a::b::c` → `c`), for labels inside bars.
+fn short_name(name: &str) -> &str {
+    name.rsplit("::").next().unwrap_or(name)
+}
+
 /// A span placed on the picture (times clipped to the range).
 struct Placed<'a> {
     span: &'a Span,
@@ -180,10 +226,12 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
     }
     let mut names: Vec<(&str, f64)> = totals.into_iter().collect();
     names.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
-    let top: HashMap<&str, String> = names
+    let top_names: Vec<&str> = names.iter().take(options.legend).map(|(n, _)| *n).collect();
+    let top_colours = legend_colours(&top_names);
+    let top: HashMap<&str, String> = top_names
         .iter()
-        .take(options.legend)
-        .map(|(n, _)| (*n, name_colour(n)))
+        .copied()
+        .zip(top_colours.iter().cloned())
         .collect();
     let colour = |name: &str| top.get(name).map_or(OTHER, String::as_str);
 
@@ -205,90 +253,137 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
     let mut shown = 0usize;
     for stream in &order {
         let rows = &groups[stream];
-        let depth_rows = rows.keys().max().map_or(1, |d| d + 1);
-        let height = f64::from(depth_rows) * ROW;
-        let label = match thread_of.get(stream) {
-            Some(t) => match &t.thread_id {
-                Some(id) => format!("{} (tid {id})", t.name),
-                None => t.name.clone(),
-            },
-            None => format!("stream {stream}"),
+        let max_depth = rows.keys().max().copied().unwrap_or(0);
+        // Rows of each depth: spans overlapping on screen go to rows of their own (at most
+        // SUB_ROWS; past that, over the row that frees first).
+        let mut layout: Vec<(u32, Vec<Vec<&Placed>>)> = Vec::new();
+        for depth in 0..=max_depth {
+            let mut spans: Vec<&Placed> =
+                rows.get(&depth).map_or(Vec::new(), |v| v.iter().collect());
+            spans.sort_by_key(|p| (p.begin, p.end));
+            let mut sub: Vec<Vec<&Placed>> = Vec::new();
+            let mut ends: Vec<f64> = Vec::new();
+            for p in spans {
+                let (x0, x1) = (x_of(p.begin), x_of(p.end).max(x_of(p.begin) + 1.0));
+                let row = match ends.iter().position(|&e| e <= x0 + 0.01) {
+                    Some(r) => r,
+                    None if ends.len() < SUB_ROWS => {
+                        ends.push(f64::MIN);
+                        sub.push(Vec::new());
+                        ends.len() - 1
+                    }
+                    None => (0..ends.len())
+                        .min_by(|&a, &b| ends[a].total_cmp(&ends[b]))
+                        .unwrap_or(0),
+                };
+                ends[row] = ends[row].max(x1);
+                sub[row].push(p);
+            }
+            if sub.is_empty() {
+                sub.push(Vec::new());
+            }
+            layout.push((depth, sub));
+        }
+        let row_count: usize = layout.iter().map(|(_, sub)| sub.len()).sum();
+        let height = (row_count as f64 * ROW).max(2.0 * ROW);
+        let (name, tid) = match thread_of.get(stream) {
+            Some(t) => (
+                t.name.clone(),
+                t.thread_id
+                    .as_ref()
+                    .map_or(String::new(), |id| format!("tid {id}")),
+            ),
+            None => (format!("stream {stream}"), String::new()),
         };
         let _ = writeln!(
             body,
-            r##"<rect x="0" y="{:.1}" width="{width}" height="{:.1}" fill="#f4f6f8"/><text x="8" y="{:.1}" class="thread">{}</text><text x="8" y="{:.1}" class="small">{} depth{}</text>"##,
+            r##"<rect x="0" y="{:.1}" width="{width}" height="{:.1}" fill="#f4f6f8"/><text x="8" y="{:.1}" class="thread">{}</text><text x="8" y="{:.1}" class="small">{}</text>"##,
             y - 3.0,
             height + 6.0,
             y + 11.0,
-            escape(&truncate(&label, 28)),
+            escape(&truncate(&name, 20)),
             y + 24.0,
-            depth_rows,
-            if depth_rows == 1 { "" } else { "s" },
+            escape(&truncate(&tid, 26)),
         );
-        for (depth, spans) in rows {
-            let top_y = y + f64::from(*depth) * ROW;
-            let mut bins = vec![0u32; plot.ceil() as usize + 1];
-            for p in spans {
-                let (x0, x1) = (x_of(p.begin), x_of(p.end));
-                if x1 - x0 < 1.0 && !p.span.is_partial() {
-                    let i = ((x0 - LEFT).max(0.0) as usize).min(bins.len() - 1);
-                    bins[i] += 1;
-                    continue;
-                }
-                shown += 1;
-                let w = (x1 - x0).max(1.0);
-                let name = &p.span.name;
-                let tip = format!(
-                    "{name} ({}, finished={})",
-                    duration_text((p.end - p.begin) as f64, (p.end - p.begin) as f64),
-                    p.span.finished_text()
-                );
-                let _ = write!(
-                    body,
-                    r#"<rect x="{x0:.2}" y="{top_y:.1}" width="{w:.2}" height="{BAR}" fill="{}" class="span"><title>{}</title></rect>"#,
-                    colour(name),
-                    escape(&tip)
-                );
-                if p.span.is_partial() {
+        let mut row_y = y;
+        for (depth, sub) in &layout {
+            let _ = write!(
+                body,
+                r#"<text x="{:.1}" y="{:.1}" class="depth">d{depth}</text>"#,
+                LEFT - 4.0,
+                row_y + 10.0
+            );
+            for spans in sub {
+                let top_y = row_y;
+                row_y += ROW;
+                let mut bins = vec![0u32; plot.ceil() as usize + 1];
+                for p in spans {
+                    let (x0, x1) = (x_of(p.begin), x_of(p.end));
+                    if x1 - x0 < 1.0 && !p.span.is_partial() {
+                        let i = ((x0 - LEFT).max(0.0) as usize).min(bins.len() - 1);
+                        bins[i] += 1;
+                        continue;
+                    }
+                    shown += 1;
+                    let w = (x1 - x0).max(1.0);
+                    let name = &p.span.name;
+                    let fill = colour(name);
+                    let tip = format!(
+                        "{name} ({}, finished={})",
+                        duration_text((p.end - p.begin) as f64, (p.end - p.begin) as f64),
+                        p.span.finished_text()
+                    );
                     let _ = write!(
                         body,
-                        r##"<rect x="{x0:.2}" y="{:.1}" width="{w:.2}" height="{:.1}" fill="url(#hatch)" stroke="#d01010" stroke-width="1.2"/>"##,
-                        top_y + 0.6,
-                        BAR - 1.2
+                        r#"<rect x="{x0:.2}" y="{top_y:.1}" width="{w:.2}" height="{BAR}" fill="{fill}" class="span"><title>{}</title></rect>"#,
+                        escape(&tip)
                     );
+                    if p.span.is_partial() {
+                        let _ = write!(
+                            body,
+                            r##"<rect x="{x0:.2}" y="{:.1}" width="{w:.2}" height="{:.1}" fill="url(#hatch)" stroke="#d01010" stroke-width="1.2"/>"##,
+                            top_y + 0.6,
+                            BAR - 1.2
+                        );
+                    }
+                    let chars = ((w - 4.0) / 5.5).floor();
+                    if chars >= 4.0 {
+                        let class = if dark_text_on(fill) {
+                            "label dark"
+                        } else {
+                            "label"
+                        };
+                        let _ = write!(
+                            body,
+                            r#"<text x="{:.2}" y="{:.1}" class="{class}">{}</text>"#,
+                            x0 + 2.0,
+                            top_y + 9.5,
+                            escape(&truncate(short_name(name), chars as usize))
+                        );
+                    }
+                    body.push('\n');
                 }
-                let chars = ((w - 4.0) / 6.0).floor();
-                if chars >= 4.0 {
-                    let _ = write!(
+                // Runs of pixels holding spans narrower than a pixel: one bar each.
+                let mut i = 0;
+                while i < bins.len() {
+                    if bins[i] == 0 {
+                        i += 1;
+                        continue;
+                    }
+                    let start = i;
+                    let mut count = 0u64;
+                    while i < bins.len() && bins[i] > 0 {
+                        count += u64::from(bins[i]);
+                        i += 1;
+                    }
+                    let _ = writeln!(
                         body,
-                        r#"<text x="{:.2}" y="{:.1}" class="label">{}</text>"#,
-                        x0 + 2.0,
-                        top_y + 9.5,
-                        escape(&truncate(name, chars as usize))
+                        r#"<rect x="{:.1}" y="{:.1}" width="{}" height="{BAR}" fill="{MERGED}" opacity="0.75"><title>{count} spans narrower than a pixel</title></rect>"#,
+                        LEFT + start as f64,
+                        top_y,
+                        i - start
                     );
                 }
-                body.push('\n');
-            }
-            // Runs of pixels holding spans narrower than a pixel: one bar each.
-            let mut i = 0;
-            while i < bins.len() {
-                if bins[i] == 0 {
-                    i += 1;
-                    continue;
-                }
-                let start = i;
-                let mut count = 0u64;
-                while i < bins.len() && bins[i] > 0 {
-                    count += u64::from(bins[i]);
-                    i += 1;
-                }
-                let _ = writeln!(
-                    body,
-                    r#"<rect x="{:.1}" y="{:.1}" width="{}" height="{BAR}" fill="{MERGED}" opacity="0.75"><title>{count} spans narrower than a pixel</title></rect>"#,
-                    LEFT + start as f64,
-                    top_y,
-                    i - start
-                );
             }
         }
         y += height + GROUP_GAP;
@@ -325,7 +420,8 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
     let mut entries: Vec<(String, String)> = names
         .iter()
         .take(options.legend)
-        .map(|(n, _)| (name_colour(n), truncate(n, 40)))
+        .zip(&top_colours)
+        .map(|((n, _), c)| (c.clone(), truncate(n, 40)))
         .collect();
     if names.len() > options.legend {
         entries.push((
@@ -371,7 +467,7 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
         svg,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" viewBox="0 0 {w} {height}" font-family="DejaVu Sans, Verdana, Arial, sans-serif">
 <defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#ffffff" fill-opacity="0.35"/><line x1="0" y1="0" x2="0" y2="6" stroke="#d01010" stroke-width="2"/></pattern>
-<style>.thread{{font-size:12px;font-weight:bold;fill:#222}} .small{{font-size:10px;fill:#666}} .label{{font-size:9px;fill:#fff}} .tick{{font-size:10px;fill:#333;text-anchor:middle}} .legend{{font-size:11px;fill:#222}} .span{{stroke:#fff;stroke-width:0.5}}</style></defs>
+<style>.thread{{font-size:12px;font-weight:bold;fill:#222}} .small{{font-size:10px;fill:#666}} .label{{font-size:9px;fill:#fff}} .dark{{fill:#111}} .depth{{font-size:9px;fill:#888;text-anchor:end}} .tick{{font-size:10px;fill:#333;text-anchor:middle}} .legend{{font-size:11px;fill:#222}} .span{{stroke:#fff;stroke-width:0.5}}</style></defs>
 <rect width="100%" height="100%" fill="#ffffff"/>
 <text x="16" y="24" font-size="16" font-weight="bold" fill="#111">{}</text>
 <text x="16" y="44" font-size="11" fill="#555">{}</text>
