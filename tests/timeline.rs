@@ -436,3 +436,27 @@ fn empty_timeline_still_draws() {
     let svg = render_svg(&Timeline::default(), &SvgOptions::default());
     resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).unwrap();
 }
+
+#[test]
+fn extreme_times_draw_without_panicking() {
+    let span = |begin, end, finished| Span {
+        span_id: 1,
+        name: "x".into(),
+        depth: 0,
+        begin,
+        end,
+        stream_id: "s".into(),
+        finished,
+    };
+    let timeline = Timeline {
+        spans: vec![
+            span(Some(i64::MIN), Some(i64::MAX), Some(true)),
+            span(None, None, None),
+            span(Some(5), Some(1), Some(true)),
+        ],
+        threads: vec![],
+        range: (None, None),
+    };
+    let svg = render_svg(&timeline, &SvgOptions::default());
+    render_png(&svg).unwrap();
+}

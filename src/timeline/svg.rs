@@ -201,11 +201,11 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
     let hi = timeline.range.1.or(hi_seen);
     let (t0, t1) = match (lo, hi) {
         (Some(a), Some(b)) if b > a => (a, b),
-        (Some(a), _) => (a, a + 1),
+        (Some(a), _) => (a.saturating_sub(1), a),
         _ => (0, 1),
     };
-    let scale = plot / (t1 - t0) as f64;
-    let x_of = |t: i64| LEFT + (t.clamp(t0, t1) - t0) as f64 * scale;
+    let scale = plot / t1.saturating_sub(t0) as f64;
+    let x_of = |t: i64| LEFT + t.clamp(t0, t1).saturating_sub(t0) as f64 * scale;
 
     // Per thread, per depth: the spans.
     let mut groups: BTreeMap<&str, BTreeMap<u32, Vec<Placed>>> = BTreeMap::new();
@@ -216,7 +216,7 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
         if span.begin.unwrap_or(t0) > t1 || span.end.unwrap_or(t1) < t0 {
             continue;
         }
-        *totals.entry(span.name.as_str()).or_default() += (end - begin) as f64;
+        *totals.entry(span.name.as_str()).or_default() += end.saturating_sub(begin) as f64;
         groups
             .entry(span.stream_id.as_str())
             .or_default()
@@ -330,7 +330,10 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
                     let fill = colour(name);
                     let tip = format!(
                         "{name} ({}, finished={})",
-                        duration_text((p.end - p.begin) as f64, (p.end - p.begin) as f64),
+                        duration_text(
+                            p.end.saturating_sub(p.begin) as f64,
+                            p.end.saturating_sub(p.begin) as f64,
+                        ),
                         p.span.finished_text()
                     );
                     let _ = write!(
@@ -391,7 +394,7 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
     let lanes_bottom = y;
 
     // Time axis and grid.
-    let range = (t1 - t0) as f64;
+    let range = t1.saturating_sub(t0) as f64;
     let step = tick_step(range, (plot / 110.0).max(2.0));
     let mut axis = String::new();
     let _ = writeln!(
