@@ -29,6 +29,8 @@ pub mod lints;
 pub mod provider;
 #[cfg(feature = "recorder")]
 pub mod recorder;
+#[cfg(feature = "timeline")]
+pub mod timeline;
 pub mod udtf;
 
 pub use error::{Error, Result};

@@ -60,6 +60,8 @@ pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
         "view_instance",
         Arc::new(ViewInstanceFunction(tables.clone())),
     );
+    #[cfg(feature = "timeline")] // perfetto_trace_chunks(process_id, span_types, begin, end)
+    crate::timeline::perfetto::register(ctx, &tables.lake, &tables.options, &tables.context);
     ctx.register_udtf("thread_streams", Arc::new(ThreadStreamsFunction(tables)));
 }
 
@@ -110,7 +112,7 @@ struct ThreadStreamsFunction(Arc<Tables>);
 #[derive(Debug)]
 struct ViewInstanceFunction(Arc<Tables>);
 
-fn constant(args: &TableFunctionArgs, expr: &Expr) -> Option<ScalarValue> {
+pub(crate) fn constant(args: &TableFunctionArgs, expr: &Expr) -> Option<ScalarValue> {
     if let Expr::Literal(v, _) = expr {
         return Some(v.clone());
     }
@@ -126,7 +128,7 @@ fn constant(args: &TableFunctionArgs, expr: &Expr) -> Option<ScalarValue> {
     }
 }
 
-fn string_arg(function: &str, what: &str, value: Option<ScalarValue>) -> Result<String> {
+pub(crate) fn string_arg(function: &str, what: &str, value: Option<ScalarValue>) -> Result<String> {
     match value {
         Some(
             ScalarValue::Utf8(Some(s))
@@ -141,7 +143,7 @@ fn string_arg(function: &str, what: &str, value: Option<ScalarValue>) -> Result<
 }
 
 /// A process id argument: a UUID string, not `'global'`.
-fn process_arg(function: &str, args: &TableFunctionArgs, expr: &Expr) -> Result<Uuid> {
+pub(crate) fn process_arg(function: &str, args: &TableFunctionArgs, expr: &Expr) -> Result<Uuid> {
     let text = string_arg(function, "process id", constant(args, expr))?;
     process_id(function, &text)
 }
@@ -162,7 +164,11 @@ fn process_id(function: &str, text: &str) -> Result<Uuid> {
     }
 }
 
-fn time_arg(function: &str, which: &str, value: Option<ScalarValue>) -> Result<Option<i64>> {
+pub(crate) fn time_arg(
+    function: &str,
+    which: &str,
+    value: Option<ScalarValue>,
+) -> Result<Option<i64>> {
     let scaled = |v: Option<i64>, factor: i64| v.and_then(|v| v.checked_mul(factor));
     Ok(match value {
         Some(v) if v.is_null() => None,

@@ -5,6 +5,8 @@
 //! async-events [--db URL] [--store URL] processes [--limit N]
 //! async-events [--db URL] [--store URL] quickstart
 //! async-events [--db URL] [--store URL] lint --process UUID [--begin T --end T]
+//! async-events [--db URL] [--store URL] trace --process ID [--begin T --end T] -o trace.pftrace
+//! async-events [--db URL] [--store URL] timeline --process ID [--begin T --end T] -o timeline.svg|png
 //! ```
 //! Without `--db`/`--store`, the lake comes from `MICROMEGAS_SQL_CONNECTION_STRING` and
 //! `MICROMEGAS_OBJECT_STORE_URI`, or is the embedded lake in `./lake`. Warnings (skipped blocks)
@@ -12,6 +14,7 @@
 
 mod logger;
 mod quickstart;
+mod timeline;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -86,6 +89,39 @@ enum Command {
         #[arg(long)]
         end: Option<String>,
     },
+    /// Writes a Perfetto trace of a process's async spans (open it in the Perfetto UI).
+    Trace {
+        #[command(flatten)]
+        span: SpanArgs,
+    },
+    /// Draws a process's async spans per thread over time, as SVG or PNG (by the extension).
+    Timeline {
+        #[command(flatten)]
+        span: SpanArgs,
+        /// Width of the picture in pixels.
+        #[arg(long, default_value_t = 1600)]
+        width: u32,
+        /// Names with a colour of their own in the legend (the others are "other").
+        #[arg(long, default_value_t = 12)]
+        legend: usize,
+    },
+}
+
+/// The process, time range and output file of `trace` and `timeline`.
+#[derive(clap::Args)]
+struct SpanArgs {
+    /// The process id (`async-events processes` lists them).
+    #[arg(long)]
+    process: String,
+    /// Start of the range (RFC 3339); with --end. Default: the whole recording.
+    #[arg(long, requires = "end")]
+    begin: Option<String>,
+    /// End of the range (RFC 3339); with --begin.
+    #[arg(long, requires = "begin")]
+    end: Option<String>,
+    /// Output file.
+    #[arg(short, long)]
+    output: std::path::PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -229,6 +265,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Format::Csv => write_csv(&mut out, &batches, &schema)?,
                 Format::Json => write_json(&mut out, &batches)?,
             }
+        }
+        Command::Trace { span } => {
+            let ctx = SessionContext::new();
+            register_with(&ctx, lake, options);
+            let (begin, end) = (span.begin.as_deref(), span.end.as_deref());
+            timeline::trace(&ctx, &span.process, begin, end, &span.output).await?;
+        }
+        Command::Timeline {
+            span,
+            width,
+            legend,
+        } => {
+            let ctx = SessionContext::new();
+            register_with(&ctx, lake, options);
+            let (begin, end) = (span.begin.as_deref(), span.end.as_deref());
+            let options = datafusion_async_events::timeline::svg::SvgOptions {
+                width,
+                legend,
+                title: format!("async spans of process {}", span.process),
+            };
+            timeline::timeline(&ctx, &span.process, begin, end, &span.output, options).await?;
         }
         Command::Processes { limit } => {
             let processes = lake.processes(limit).await?;

@@ -1,0 +1,804 @@
+//! A Perfetto trace of a process's async spans, written as a stream of chunks.
+//!
+//! Layout: one process track; under it one thread track per thread that has spans (a
+//! `ThreadDescriptor` with the thread's name and id from its stream); under each thread, the
+//! spans that began on it (a span that migrated stays on the thread it began on) as slices on
+//! tracks named `depth N`. Perfetto requires the slices of one track to nest properly, and
+//! async spans of the same depth overlap (concurrent futures), so each `depth N` is a set of
+//! tracks (lanes) whose slices never overlap: a span goes to the first lane of its thread and
+//! depth it does not overlap, else to a new one. The lanes of a depth share the name, so the UI
+//! shows them as one `depth N` track with as many rows as needed, the depths in order under the
+//! thread: nesting reads top to bottom. Lanes are chosen as spans stream by; what is kept is
+//! the first begin and last end of each lane, not the spans.
+//!
+//! A span that did not end is drawn to the end of the range (else to the last time seen) with
+//! ` [unfinished]` (never finished) or ` [open at range end]` (cut by the range) after its name,
+//! one that began before the events read starts at the range's begin (` [began before range]`);
+//! every slice has the debug annotations `finished` (`true`, `false`, `unknown`), `span_id` and
+//! `depth`.
+//!
+//! [`TraceWriter`] turns `async_spans` batches into the bytes of a `Trace` message: packets,
+//! each as field 1, so that any cut between packets is a valid prefix and the concatenation of
+//! the chunks is the trace. `perfetto_trace_chunks` is the table function of micromegas with
+//! the same arguments and schema (`chunk_id` Int32, `chunk_data` Binary); only `'async'`
+//! spans exist here.
+
+use super::proto::{
+    DebugAnnotation, ProcessDescriptor, SLICE_BEGIN, SLICE_END, ThreadDescriptor, TracePacket,
+    TrackDescriptor, TrackEvent,
+};
+use super::{SPAN_COLUMNS, Span, Thread, spans_of_batch, stable_hash};
+use crate::lake::Lake;
+use crate::provider::{AsyncSpansTable, ScanOptions, TableContext, async_spans_schema};
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BinaryArray, Int32Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::{Distribution, EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use prost::Message;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use uuid::Uuid;
+
+/// The size a chunk of `perfetto_trace_chunks` reaches before it is emitted (the last one is
+/// smaller): 256 KiB.
+pub const CHUNK_SIZE: usize = 256 * 1024;
+
+/// The packet sequence of every packet of the trace.
+const SEQUENCE: u32 = 1;
+/// `sequence_flags`: incremental state cleared (first packet).
+const SEQ_INCREMENTAL_STATE_CLEARED: u32 = 1;
+/// `sequence_flags`: the packet needs the sequence's incremental state.
+const SEQ_NEEDS_INCREMENTAL_STATE: u32 = 2;
+/// `ChildTracksOrdering.EXPLICIT`.
+const EXPLICIT_ORDER: i32 = 3;
+
+/// One lane: a track holding non-overlapping slices of one thread and depth.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    uuid: u64,
+    first_begin: i64,
+    last_end: i64,
+}
+
+#[derive(Debug)]
+struct ThreadTracks {
+    uuid: u64,
+    /// Lanes per depth.
+    lanes: HashMap<u32, Vec<Lane>>,
+}
+
+/// Writes the packets of a Perfetto trace of async spans, chunk by chunk.
+///
+/// ```
+/// # use datafusion_async_events::timeline::perfetto::TraceWriter;
+/// let mut writer = TraceWriter::new("my-service", 42, vec![], (None, None), 64 * 1024);
+/// // writer.push_spans(&spans) for each batch, taking writer.take_chunk() as they fill
+/// let last = writer.finish();
+/// assert!(!last.is_empty()); // the process track
+/// ```
+#[derive(Debug)]
+pub struct TraceWriter {
+    buf: Vec<u8>,
+    chunk_size: usize,
+    ready: VecDeque<Vec<u8>>,
+    pid: i32,
+    process_uuid: u64,
+    threads: HashMap<String, Thread>,
+    tracks: HashMap<String, ThreadTracks>,
+    range: (Option<i64>, Option<i64>),
+    last_time: i64,
+    next_lane_uuid: u64,
+}
+
+impl TraceWriter {
+    /// A trace of the process named `process_name` (with the synthetic id `pid`), whose threads
+    /// are `threads`, for spans read over `range` (ns; `None` for an open side). Chunks are
+    /// cut once `chunk_size` bytes are buffered.
+    pub fn new(
+        process_name: &str,
+        pid: i32,
+        threads: Vec<Thread>,
+        range: (Option<i64>, Option<i64>),
+        chunk_size: usize,
+    ) -> Self {
+        let process_uuid = stable_hash(&format!("process {pid} {process_name}")) | 1;
+        let mut writer = Self {
+            buf: Vec::new(),
+            chunk_size: chunk_size.max(1),
+            ready: VecDeque::new(),
+            pid,
+            process_uuid,
+            threads: threads
+                .into_iter()
+                .map(|t| (t.stream_id.clone(), t))
+                .collect(),
+            tracks: HashMap::new(),
+            range,
+            last_time: range.0.unwrap_or(0),
+            next_lane_uuid: process_uuid.wrapping_add(1) | (1 << 63),
+        };
+        writer.packet(TracePacket {
+            sequence_flags: Some(SEQ_INCREMENTAL_STATE_CLEARED),
+            track_descriptor: Some(TrackDescriptor {
+                uuid: Some(process_uuid),
+                name: Some(process_name.to_owned()),
+                process: Some(ProcessDescriptor {
+                    pid: Some(pid),
+                    process_name: Some(process_name.to_owned()),
+                }),
+                child_ordering: Some(EXPLICIT_ORDER),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        writer
+    }
+
+    fn packet(&mut self, mut packet: TracePacket) {
+        packet.trusted_packet_sequence_id = Some(SEQUENCE);
+        prost::encoding::message::encode(1, &packet, &mut self.buf);
+        if self.buf.len() >= self.chunk_size {
+            self.ready.push_back(std::mem::take(&mut self.buf));
+        }
+    }
+
+    /// The next full chunk, if one is ready.
+    pub fn take_chunk(&mut self) -> Option<Vec<u8>> {
+        self.ready.pop_front()
+    }
+
+    /// The rest of the trace (may be empty when every packet was taken in chunks).
+    pub fn finish(mut self) -> Vec<u8> {
+        let mut rest: Vec<u8> = self.ready.drain(..).flatten().collect();
+        rest.append(&mut self.buf);
+        rest
+    }
+
+    fn thread_track(&mut self, stream_id: &str) -> u64 {
+        if let Some(t) = self.tracks.get(stream_id) {
+            return t.uuid;
+        }
+        let uuid = stable_hash(&format!("thread {stream_id}")) | 1;
+        let thread = self.threads.get(stream_id).cloned().unwrap_or(Thread {
+            stream_id: stream_id.to_owned(),
+            name: stream_id.to_owned(),
+            thread_id: None,
+        });
+        let tid = thread
+            .thread_id
+            .as_deref()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .unwrap_or_else(|| (stable_hash(stream_id) & 0x7fff_ffff) as i32);
+        let rank = i32::try_from(self.tracks.len()).unwrap_or(i32::MAX);
+        self.tracks.insert(
+            stream_id.to_owned(),
+            ThreadTracks {
+                uuid,
+                lanes: HashMap::new(),
+            },
+        );
+        self.packet(TracePacket {
+            track_descriptor: Some(TrackDescriptor {
+                uuid: Some(uuid),
+                name: Some(thread.name.clone()),
+                parent_uuid: Some(self.process_uuid),
+                thread: Some(ThreadDescriptor {
+                    pid: Some(self.pid),
+                    tid: Some(tid),
+                    thread_name: Some(thread.name),
+                }),
+                child_ordering: Some(EXPLICIT_ORDER),
+                sibling_order_rank: Some(rank),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        uuid
+    }
+
+    /// The lane of a slice `[begin, end]` on a thread at a depth, declaring it when new.
+    fn lane(&mut self, stream_id: &str, depth: u32, begin: i64, end: i64) -> u64 {
+        let parent = self.thread_track(stream_id);
+        let Some(tracks) = self.tracks.get_mut(stream_id) else {
+            return parent;
+        };
+        let lanes = tracks.lanes.entry(depth).or_default();
+        // Strict: a slice that ends exactly when the next begins would nest at equal times.
+        if let Some(lane) = lanes
+            .iter_mut()
+            .find(|l| begin > l.last_end || end < l.first_begin)
+        {
+            lane.first_begin = lane.first_begin.min(begin);
+            lane.last_end = lane.last_end.max(end);
+            return lane.uuid;
+        }
+        let uuid = self.next_lane_uuid;
+        self.next_lane_uuid = self.next_lane_uuid.wrapping_add(1);
+        let lane_index = lanes.len();
+        lanes.push(Lane {
+            uuid,
+            first_begin: begin,
+            last_end: end,
+        });
+        let rank =
+            i64::from(depth) * 10_000 + i64::try_from(lane_index).unwrap_or(9_999).min(9_999);
+        self.packet(TracePacket {
+            track_descriptor: Some(TrackDescriptor {
+                uuid: Some(uuid),
+                name: Some(format!("depth {depth}")),
+                parent_uuid: Some(parent),
+                sibling_order_rank: Some(i32::try_from(rank).unwrap_or(i32::MAX)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        uuid
+    }
+
+    /// Adds spans as slices.
+    pub fn push_spans(&mut self, spans: &[Span]) {
+        for span in spans {
+            for t in [span.begin, span.end].into_iter().flatten() {
+                self.last_time = self.last_time.max(t);
+            }
+        }
+        for span in spans {
+            self.push_span(span);
+        }
+    }
+
+    fn push_span(&mut self, span: &Span) {
+        let begin = span
+            .begin
+            .or(self.range.0)
+            .or(span.end)
+            .unwrap_or(self.last_time);
+        let end = span
+            .end
+            .unwrap_or_else(|| self.range.1.unwrap_or(self.last_time).max(begin))
+            .max(begin);
+        let mut name = span.name.clone();
+        if span.end.is_none() {
+            name.push_str(if span.finished == Some(false) {
+                " [unfinished]"
+            } else {
+                " [open at range end]"
+            });
+        }
+        if span.begin.is_none() {
+            name.push_str(" [began before range]");
+        }
+        let track = self.lane(&span.stream_id, span.depth, begin, end);
+        let annotation = |n: &str| DebugAnnotation {
+            name: Some(n.to_owned()),
+            ..Default::default()
+        };
+        let annotations = vec![
+            DebugAnnotation {
+                string_value: Some(span.finished_text().to_owned()),
+                ..annotation("finished")
+            },
+            DebugAnnotation {
+                int_value: Some(span.span_id),
+                ..annotation("span_id")
+            },
+            DebugAnnotation {
+                int_value: Some(i64::from(span.depth)),
+                ..annotation("depth")
+            },
+        ];
+        let event = |kind: i32| TrackEvent {
+            r#type: Some(kind),
+            track_uuid: Some(track),
+            ..Default::default()
+        };
+        let at = |t: i64| Some(u64::try_from(t).unwrap_or(0));
+        self.packet(TracePacket {
+            timestamp: at(begin),
+            sequence_flags: Some(SEQ_NEEDS_INCREMENTAL_STATE),
+            track_event: Some(TrackEvent {
+                name: Some(name),
+                debug_annotations: annotations,
+                ..event(SLICE_BEGIN)
+            }),
+            ..Default::default()
+        });
+        self.packet(TracePacket {
+            timestamp: at(end),
+            sequence_flags: Some(SEQ_NEEDS_INCREMENTAL_STATE),
+            track_event: Some(event(SLICE_END)),
+            ..Default::default()
+        });
+    }
+}
+
+/// Decodes a trace written by [`TraceWriter`] (or any Perfetto trace, keeping the fields of
+/// [`super::proto`]).
+pub fn decode_trace(bytes: &[u8]) -> Result<super::proto::Trace> {
+    super::proto::Trace::decode(bytes).map_err(|e| {
+        datafusion::error::DataFusionError::Execution(format!("not a Perfetto trace: {e}"))
+    })
+}
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("chunk_id", DataType::Int32, false),
+        Field::new("chunk_data", DataType::Binary, false),
+    ]))
+});
+
+/// The schema of `perfetto_trace_chunks`: `chunk_id` Int32, `chunk_data` Binary.
+pub fn chunks_schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// Registers `perfetto_trace_chunks` on a session (done by [`crate::register`]).
+pub(crate) fn register(
+    ctx: &datafusion::prelude::SessionContext,
+    lake: &Lake,
+    options: &ScanOptions,
+    context: &Arc<TableContext>,
+) {
+    ctx.register_udtf(
+        "perfetto_trace_chunks",
+        Arc::new(PerfettoTraceChunksFunction {
+            lake: lake.clone(),
+            options: options.clone(),
+            context: context.clone(),
+        }),
+    );
+}
+
+/// `perfetto_trace_chunks(process_id, span_types [, begin, end])`.
+#[derive(Debug)]
+pub(crate) struct PerfettoTraceChunksFunction {
+    pub(crate) lake: Lake,
+    pub(crate) options: ScanOptions,
+    pub(crate) context: Arc<TableContext>,
+}
+
+impl TableFunctionImpl for PerfettoTraceChunksFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = "perfetto_trace_chunks";
+        let exprs = args.exprs();
+        if exprs.len() != 2 && exprs.len() != 4 {
+            return plan_err!(
+                "{NAME} takes (process_id, span_types, begin, end) or (process_id, span_types), \
+                 got {} arguments",
+                exprs.len()
+            );
+        }
+        let pid = crate::udtf::process_arg(NAME, &args, &exprs[0])?;
+        let span_types =
+            crate::udtf::string_arg(NAME, "span_types", crate::udtf::constant(&args, &exprs[1]))?;
+        match span_types.trim().to_ascii_lowercase().as_str() {
+            "async" => {}
+            "thread" | "both" => {
+                return plan_err!(
+                    "{NAME}: span_types '{span_types}': thread spans are not available yet \
+                     (this crate reads async span events only); use 'async'"
+                );
+            }
+            _ => {
+                return plan_err!(
+                    "{NAME}: span_types must be 'thread', 'async' or 'both', got '{span_types}'"
+                );
+            }
+        }
+        let bounds = if exprs.len() == 4 {
+            (
+                crate::udtf::time_arg(NAME, "begin", crate::udtf::constant(&args, &exprs[2]))?,
+                crate::udtf::time_arg(NAME, "end", crate::udtf::constant(&args, &exprs[3]))?,
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Arc::new(PerfettoTraceTable {
+            spans: AsyncSpansTable::with_context(
+                self.lake.clone(),
+                pid,
+                bounds,
+                self.options.clone(),
+                self.context.clone(),
+            ),
+            lake: self.lake.clone(),
+            process_id: pid,
+            bounds,
+        }))
+    }
+}
+
+/// The table of `perfetto_trace_chunks`.
+#[derive(Debug)]
+struct PerfettoTraceTable {
+    spans: AsyncSpansTable,
+    lake: Lake,
+    process_id: Uuid,
+    bounds: (Option<i64>, Option<i64>),
+}
+
+/// A synthetic process id for Perfetto (micromegas identifies processes by UUID).
+fn synthetic_pid(process_id: Uuid) -> i32 {
+    let b = process_id.as_bytes();
+    let n = i32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]);
+    n.max(1)
+}
+
+/// The threads of a process, from its thread streams (as `thread_streams` names them).
+async fn lake_threads(lake: &Lake, process_id: Uuid) -> Result<Vec<Thread>> {
+    let streams = lake.cpu_streams(process_id, None).await?;
+    Ok(streams
+        .iter()
+        .map(|s| Thread {
+            stream_id: s.stream_id.to_string(),
+            name: s
+                .property("thread-name")
+                .map_or_else(|| s.stream_id.to_string(), str::to_owned),
+            thread_id: s.property("thread-id").map(str::to_owned),
+        })
+        .collect())
+}
+
+#[async_trait]
+impl TableProvider for PerfettoTraceTable {
+    fn schema(&self) -> SchemaRef {
+        SCHEMA.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let process = self.lake.process(self.process_id).await?;
+        let threads = lake_threads(&self.lake, self.process_id).await?;
+        let spans_schema = async_spans_schema();
+        let columns = SPAN_COLUMNS
+            .iter()
+            .map(|c| spans_schema.index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let spans = self.spans.scan(state, Some(&columns), &[], None).await?;
+        let exe = process.exe.rsplit(['/', '\\']).next().unwrap_or_default();
+        let name = if exe.is_empty() {
+            self.process_id.to_string()
+        } else {
+            format!("{exe} {}", self.process_id)
+        };
+        Ok(Arc::new(PerfettoTraceExec::new(
+            spans,
+            name,
+            synthetic_pid(self.process_id),
+            threads,
+            self.bounds,
+            projection.cloned(),
+        )))
+    }
+}
+
+/// Writes the trace of its input (`async_spans` rows) as chunks.
+#[derive(Debug)]
+struct PerfettoTraceExec {
+    input: Arc<dyn ExecutionPlan>,
+    process_name: String,
+    pid: i32,
+    threads: Vec<Thread>,
+    range: (Option<i64>, Option<i64>),
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl PerfettoTraceExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        process_name: String,
+        pid: i32,
+        threads: Vec<Thread>,
+        range: (Option<i64>, Option<i64>),
+        projection: Option<Vec<usize>>,
+    ) -> Self {
+        let schema = match &projection {
+            Some(p) => Arc::new(
+                SCHEMA
+                    .project(p)
+                    .unwrap_or_else(|_| SCHEMA.as_ref().clone()),
+            ),
+            None => SCHEMA.clone(),
+        };
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input,
+            process_name,
+            pid,
+            threads,
+            range,
+            projection,
+            schema,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for PerfettoTraceExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "PerfettoTraceExec: process={}, threads={}",
+            self.process_name,
+            self.threads.len()
+        )
+    }
+}
+
+impl ExecutionPlan for PerfettoTraceExec {
+    fn name(&self) -> &str {
+        "PerfettoTraceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.pop() else {
+            return internal_err!("PerfettoTraceExec takes one child");
+        };
+        Ok(Arc::new(Self::new(
+            input,
+            self.process_name.clone(),
+            self.pid,
+            self.threads.clone(),
+            self.range,
+            self.projection.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("PerfettoTraceExec has one partition, asked for {partition}");
+        }
+        let input = self.input.execute(0, context)?;
+        let writer = TraceWriter::new(
+            &self.process_name,
+            self.pid,
+            self.threads.clone(),
+            self.range,
+            CHUNK_SIZE,
+        );
+        let state = ChunkState {
+            input: Some(input),
+            writer: Some(writer),
+            next_id: 0,
+            projection: self.projection.clone(),
+            schema: self.schema.clone(),
+        };
+        let stream = futures::stream::unfold(state, |mut state| async move {
+            let batch = state.next().await.transpose()?;
+            if batch.is_err() {
+                state.writer = None; // an error ends the trace
+            }
+            Some((batch, state))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+/// The stream state of [`PerfettoTraceExec`]: input spans in, chunks out.
+struct ChunkState {
+    input: Option<SendableRecordBatchStream>,
+    writer: Option<TraceWriter>,
+    next_id: i32,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+}
+
+impl ChunkState {
+    fn batch(&mut self, chunk: Vec<u8>) -> Result<RecordBatch> {
+        let id = self.next_id;
+        self.next_id = self.next_id.saturating_add(1);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![id])),
+            Arc::new(BinaryArray::from(vec![chunk.as_slice()])),
+        ];
+        let columns = match &self.projection {
+            Some(p) => p.iter().filter_map(|&i| columns.get(i).cloned()).collect(),
+            None => columns,
+        };
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+        )?)
+    }
+
+    /// The next chunk, `None` at the end.
+    async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            let Some(writer) = self.writer.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(chunk) = writer.take_chunk() {
+                return self.batch(chunk).map(Some);
+            }
+            match self.input.as_mut() {
+                Some(input) => match input.next().await {
+                    Some(batch) => writer.push_spans(&spans_of_batch(&batch?)?),
+                    None => self.input = None,
+                },
+                None => {
+                    let rest = self.writer.take().map(TraceWriter::finish);
+                    return match rest {
+                        Some(rest) if !rest.is_empty() => self.batch(rest).map(Some),
+                        _ => Ok(None),
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(
+        id: i64,
+        depth: u32,
+        begin: Option<i64>,
+        end: Option<i64>,
+        finished: Option<bool>,
+    ) -> Span {
+        Span {
+            span_id: id,
+            name: format!("s{id}"),
+            depth,
+            begin,
+            end,
+            stream_id: "a".into(),
+            finished,
+        }
+    }
+
+    #[test]
+    fn lanes_chunks_and_marks() {
+        let threads = vec![Thread {
+            stream_id: "a".into(),
+            name: "worker <1>".into(),
+            thread_id: Some("77".into()),
+        }];
+        let mut writer = TraceWriter::new("p", 3, threads, (Some(100), Some(1_000)), 64);
+        let spans = vec![
+            span(1, 0, Some(100), Some(200), Some(true)),
+            span(2, 0, Some(150), Some(300), Some(true)), // overlaps 1: another lane
+            span(3, 0, Some(201), Some(250), Some(true)), // fits after 1
+            span(4, 1, None, Some(400), Some(true)),      // began before the range
+            span(5, 1, Some(500), None, None),            // cut by the range
+            span(6, 2, Some(600), None, Some(false)),     // never finished
+        ];
+        let mut bytes = Vec::new();
+        writer.push_spans(&spans);
+        let mut chunks = 0;
+        while let Some(chunk) = writer.take_chunk() {
+            assert!(chunk.len() >= 64);
+            bytes.extend(chunk);
+            chunks += 1;
+        }
+        bytes.extend(writer.finish());
+        assert!(chunks > 3);
+        let trace = decode_trace(&bytes).unwrap();
+        let tracks: HashMap<u64, &TrackDescriptor> = trace
+            .packet
+            .iter()
+            .filter_map(|p| p.track_descriptor.as_ref())
+            .map(|t| (t.uuid.unwrap_or(0), t))
+            .collect();
+        let thread = tracks.values().find(|t| t.thread.is_some()).unwrap();
+        assert_eq!(thread.name.as_deref(), Some("worker <1>"));
+        assert_eq!(thread.thread.as_ref().unwrap().tid, Some(77));
+        let mut slices: Vec<(String, u64, u64, String)> = Vec::new();
+        let packets: Vec<_> = trace
+            .packet
+            .iter()
+            .filter(|p| p.track_event.is_some())
+            .collect();
+        for pair in packets.chunks(2) {
+            let (b, e) = (
+                pair[0].track_event.as_ref().unwrap(),
+                pair[1].track_event.as_ref().unwrap(),
+            );
+            assert_eq!((b.r#type, e.r#type), (Some(SLICE_BEGIN), Some(SLICE_END)));
+            assert_eq!(b.track_uuid, e.track_uuid);
+            let lane = tracks[&b.track_uuid.unwrap()];
+            assert_eq!(lane.parent_uuid, thread.uuid);
+            let finished = b.debug_annotations[0].string_value.clone().unwrap();
+            slices.push((
+                format!(
+                    "{} on {}",
+                    b.name.clone().unwrap(),
+                    lane.name.clone().unwrap()
+                ),
+                pair[0].timestamp.unwrap(),
+                pair[1].timestamp.unwrap(),
+                finished,
+            ));
+        }
+        let lane_of = |i: usize| packets[2 * i].track_event.as_ref().unwrap().track_uuid;
+        assert_ne!(lane_of(0), lane_of(1));
+        assert_eq!(lane_of(0), lane_of(2));
+        assert_eq!(
+            slices,
+            vec![
+                ("s1 on depth 0".into(), 100, 200, "true".into()),
+                ("s2 on depth 0".into(), 150, 300, "true".into()),
+                ("s3 on depth 0".into(), 201, 250, "true".into()),
+                (
+                    "s4 [began before range] on depth 1".into(),
+                    100,
+                    400,
+                    "true".into()
+                ),
+                (
+                    "s5 [open at range end] on depth 1".into(),
+                    500,
+                    1_000,
+                    "unknown".into()
+                ),
+                (
+                    "s6 [unfinished] on depth 2".into(),
+                    600,
+                    1_000,
+                    "false".into()
+                ),
+            ]
+        );
+    }
+}
