@@ -47,9 +47,9 @@ pub fn lints(process_id: Uuid, begin: Option<&str>, end: Option<&str>) -> Vec<Li
                 "WITH s AS (SELECT * FROM {spans}), \
                  last AS (SELECT max(coalesce(\"end\", begin)) AS t FROM s) \
                  SELECT s.name, s.depth, s.span_id, s.parent_span_id, s.begin, \
-                        last.t - s.begin AS age_at_end_of_recording \
+                        round(CAST(last.t - s.begin AS BIGINT) / 1e6, 3) AS age_ms \
                  FROM s CROSS JOIN last WHERE s.finished = false \
-                 ORDER BY age_at_end_of_recording DESC, s.span_id"
+                 ORDER BY age_ms DESC, s.span_id"
             ),
         },
         Lint {
@@ -57,28 +57,27 @@ pub fn lints(process_id: Uuid, begin: Option<&str>, end: Option<&str>) -> Vec<Li
             title: "Children that ended after their parent ended",
             sql: format!(
                 "SELECT c.name AS child, p.name AS parent, c.span_id, p.span_id AS parent_span_id, \
-                        c.\"end\" - p.\"end\" AS outlived_parent_by \
+                        round(CAST(c.\"end\" - p.\"end\" AS BIGINT) / 1e6, 3) AS outlived_parent_by_ms \
                  FROM {spans} c JOIN {spans} p ON c.parent_span_id = p.span_id \
                  WHERE c.\"end\" > p.\"end\" \
-                 ORDER BY outlived_parent_by DESC, c.span_id"
+                 ORDER BY outlived_parent_by_ms DESC, c.span_id"
             ),
         },
         Lint {
             name: "slow_outliers",
             title: "Slow outliers: at least 10 times their name's median",
             sql: format!(
-                "WITH s AS (SELECT name, span_id, duration, CAST(duration AS BIGINT) AS ns \
+                "WITH s AS (SELECT name, span_id, CAST(duration AS BIGINT) AS ns \
                             FROM {spans} WHERE duration IS NOT NULL), \
                  stats AS (SELECT name, count(*) AS spans, median(ns) AS p50, \
                                   approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY ns) AS p99 \
                            FROM s GROUP BY name), \
-                 ranked AS (SELECT s.name, s.span_id, s.duration, s.ns, stats.spans, stats.p50, stats.p99, \
+                 ranked AS (SELECT s.name, s.span_id, s.ns, stats.spans, stats.p50, stats.p99, \
                                    row_number() OVER (PARTITION BY s.name ORDER BY s.ns DESC, s.span_id) AS rank \
                             FROM s JOIN stats ON s.name = stats.name \
                             WHERE stats.spans >= 10 AND s.ns >= 10 * stats.p50 AND s.ns >= stats.p50 + 1000000) \
-                 SELECT name, span_id, duration, \
-                        arrow_cast(CAST(p50 AS BIGINT), 'Duration(Nanosecond)') AS name_p50, \
-                        arrow_cast(CAST(p99 AS BIGINT), 'Duration(Nanosecond)') AS name_p99, \
+                 SELECT name, span_id, round(ns / 1e6, 3) AS duration_ms, \
+                        round(p50 / 1e6, 3) AS name_p50_ms, round(p99 / 1e6, 3) AS name_p99_ms, \
                         round(CAST(ns AS DOUBLE) / p50, 1) AS times_p50, spans AS name_spans \
                  FROM ranked WHERE rank <= 5 ORDER BY times_p50 DESC, span_id"
             ),

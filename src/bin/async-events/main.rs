@@ -133,6 +133,9 @@ enum Format {
 
 type Failure = Box<dyn std::error::Error>;
 
+/// Rows of each lint the command prints.
+const LINT_ROWS: usize = 15;
+
 async fn open_lake(cli: &Cli) -> Result<Lake, Failure> {
     let mut options = LakeOptions::default();
     if cli.skip_bad_blocks {
@@ -243,8 +246,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 writeln!(out, "{} ({found}):", lint.title)?;
                 if found == 0 {
                     writeln!(out, "(none)")?;
-                } else {
-                    writeln!(out, "{}", pretty_format_batches(&batches)?)?;
+                    continue;
+                }
+                // The first rows; the README's SQL lists them all.
+                let mut shown = Vec::new();
+                let mut rows = 0;
+                for batch in &batches {
+                    let take = batch.num_rows().min(LINT_ROWS - rows);
+                    shown.push(batch.slice(0, take));
+                    rows += take;
+                }
+                writeln!(out, "{}", pretty_format_batches(&shown)?)?;
+                if found > LINT_ROWS {
+                    writeln!(out, "({} more: run the lint's SQL, in the README, for all)", found - LINT_ROWS)?;
                 }
             }
         }
