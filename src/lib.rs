@@ -28,8 +28,11 @@ pub mod lake;
 pub mod provider;
 #[cfg(feature = "recorder")]
 pub mod recorder;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod udtf;
 
 pub use error::{Error, Result};
 pub use lake::Lake;
+pub use provider::register_metadata_tables;
 pub use udtf::{register, register_with};

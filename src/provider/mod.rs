@@ -6,6 +6,7 @@
 //! [`crate::lake`] to find and fetch blocks.
 
 mod exec;
+mod metadata_tables;
 mod plan;
 mod predicate;
 mod shared;
@@ -14,6 +15,7 @@ mod table;
 mod threads;
 
 pub use exec::AsyncEventsExec;
+pub use metadata_tables::{MetadataTable, register_metadata_tables};
 pub use plan::process_clock;
 pub use predicate::ScanPredicate;
 pub use table::AsyncEventsTable;
@@ -44,6 +46,10 @@ pub struct ScanOptions {
     /// margin (see [`process_clock`] and the scan planning notes); widen it for a lake whose
     /// clocks jumped (an NTP step, a suspended machine).
     pub time_margin: Duration,
+    /// Inclusive time range (ns since the epoch) bounding every scan, on top of the query's own
+    /// filters and the table function's bounds: the Flight SQL server sets it from a request's
+    /// `query_range_begin`/`query_range_end` headers. `(None, None)`: unbounded.
+    pub query_range: (Option<i64>, Option<i64>),
 }
 
 impl Default for ScanOptions {
@@ -54,6 +60,7 @@ impl Default for ScanOptions {
             shared_block_budget: 512 * 1024 * 1024,
             declare_time_order: true,
             time_margin: Duration::from_secs(5),
+            query_range: (None, None),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! async-events [--db URL] [--store URL] [-v] sql [--format table|csv|json] "<SQL>"
 //! async-events [--db URL] [--store URL] processes [--limit N]
 //! async-events [--db URL] [--store URL] quickstart
+//! async-events [--db URL] [--store URL] serve [--addr 127.0.0.1:50051] [--token-file PATH]
 //! ```
 //! Without `--db`/`--store`, the lake comes from `MICROMEGAS_SQL_CONNECTION_STRING` and
 //! `MICROMEGAS_OBJECT_STORE_URI`, or is the embedded lake in `./lake`. Warnings (skipped blocks)
@@ -11,6 +12,8 @@
 
 mod logger;
 mod quickstart;
+#[cfg(feature = "server")]
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -72,6 +75,9 @@ enum Command {
     },
     /// Records a small instrumented tokio service into the lake, then runs example queries.
     Quickstart,
+    /// Serves the lake over Flight SQL (the micromegas Python client, ADBC, pyarrow.flight).
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -192,6 +198,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Format::Csv => write_csv(&mut out, &batches, &schema)?,
                 Format::Json => write_json(&mut out, &batches)?,
             }
+        }
+        #[cfg(feature = "server")]
+        Command::Serve(args) => {
+            drop(out);
+            serve::run(lake, options, args).await?;
         }
         Command::Processes { limit } => {
             let processes = lake.processes(limit).await?;
