@@ -23,7 +23,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use datafusion_async_events::lake::{LakeOptions, MissingBlobPolicy};
 use datafusion_async_events::provider::ScanOptions;
-use datafusion_async_events::{Lake, register_with};
+use datafusion_async_events::{Lake, register_metadata_tables, register_with};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,7 +59,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a query; `async_events('<process id>')` and `view_instance(...)` are available.
+    /// Runs a query; `async_events('<process id>')`, `view_instance(...)`, `thread_streams(...)`
+    /// and the `processes`, `streams` and `blocks` tables are available.
     Sql {
         /// Output format: an aligned table, CSV with a header, or JSON Lines.
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -183,7 +184,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Sql { format, sql } => {
             let ctx = SessionContext::new();
-            register_with(&ctx, lake, options);
+            register_with(&ctx, lake.clone(), options);
+            register_metadata_tables(&ctx, lake)?;
             let df = ctx.sql(&sql).await?;
             let schema: Schema = df.schema().as_arrow().clone();
             let batches = df.collect().await?;
