@@ -340,3 +340,35 @@ async fn a_client_that_goes_away_frees_its_slot_and_excess_queries_wait_then_fai
     let expected = count(&query(&context(&t.lake), &small).await);
     assert_eq!(count(&do_get(&mut second, &small).await.unwrap()), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_beyond_its_memory_is_resource_exhausted() {
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let options = ServerOptions {
+        query_memory: Some(64 * 1024),
+        ..ServerOptions::default()
+    };
+    let server = serve(&t.lake, options).await;
+    let mut client = client(&server).await;
+    // A hash join keeps its build side in memory: far more than 64 KiB here.
+    let join = format!(
+        "SELECT count(*) FROM async_events('{pid}') b JOIN async_events('{pid}') e ON b.span_id = e.span_id"
+    );
+    let (code, text) = message(&mut client, &join).await;
+    assert_eq!(code, Code::ResourceExhausted, "{text}");
+    // A scan alone is not counted against the limit.
+    let all = count(
+        &query(
+            &context(&t.lake),
+            &format!("SELECT count(*) FROM async_events('{pid}')"),
+        )
+        .await,
+    );
+    let got = do_get(
+        &mut client,
+        &format!("SELECT count(*) FROM async_events('{pid}')"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&got), all);
+}
