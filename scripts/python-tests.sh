@@ -37,25 +37,27 @@ export MICROMEGAS_SQL_CONNECTION_STRING="sqlite://$WORK/lake/telemetry.db"
 export MICROMEGAS_OBJECT_STORE_URI="file://$WORK/lake/"
 "$GENERATOR" 600 | tail -2
 
-# Starts a server on a free port and prints its grpc:// address.
+# Starts a server on a free port (in this shell, so that cleanup knows its process id) and
+# waits for the grpc:// address it prints into its log.
 serve() {
   local log="$1"; shift
   "$BIN" serve --addr 127.0.0.1:0 "$@" >"$log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 100); do
-    if grep -q "over Flight SQL on" "$log"; then
-      grep -o 'grpc://[0-9.:]*' "$log"
-      return 0
-    fi
+    if grep -q "over Flight SQL on" "$log"; then return 0; fi
     sleep 0.1
   done
   echo "the server did not start:" >&2; cat "$log" >&2; return 1
 }
+address() { grep -o 'grpc://[0-9.:]*' "$1"; }
 
 export ASYNC_EVENTS_TOKEN_FILE="$WORK/token"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$ASYNC_EVENTS_TOKEN_FILE"
-export ASYNC_EVENTS_FLIGHT_URI=$(serve "$WORK/server.log")
-export ASYNC_EVENTS_FLIGHT_TOKEN_URI=$(serve "$WORK/server-token.log" --token-file "$ASYNC_EVENTS_TOKEN_FILE")
+serve "$WORK/server.log"
+serve "$WORK/server-token.log" --token-file "$ASYNC_EVENTS_TOKEN_FILE"
+ASYNC_EVENTS_FLIGHT_URI=$(address "$WORK/server.log")
+ASYNC_EVENTS_FLIGHT_TOKEN_URI=$(address "$WORK/server-token.log")
+export ASYNC_EVENTS_FLIGHT_URI ASYNC_EVENTS_FLIGHT_TOKEN_URI
 export ASYNC_EVENTS_CLI="$BIN"
 
 cd "$ROOT/python/tests"
