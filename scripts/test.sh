@@ -8,4 +8,6 @@ if [ -z "${ASYNC_EVENTS_TEST_POSTGRES:-}" ]; then
   eval "$(scripts/pg-server.sh start)"
   trap 'scripts/pg-server.sh stop "$PG_DIR"' EXIT
 fi
-cargo test --features cli "$@"
+cargo test --features server "$@"
+# The Flight SQL server with the micromegas Python client (a virtual environment, pip).
+scripts/python-tests.sh

@@ -29,10 +29,13 @@ pub mod lints;
 pub mod provider;
 #[cfg(feature = "recorder")]
 pub mod recorder;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "timeline")]
 pub mod timeline;
 pub mod udtf;
 
 pub use error::{Error, Result};
 pub use lake::Lake;
+pub use provider::register_metadata_tables;
 pub use udtf::{register, register_with};

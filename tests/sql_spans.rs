@@ -322,3 +322,43 @@ async fn lints_find_what_the_troubled_workload_does_and_nothing_in_a_clean_one()
         assert!(rows.is_empty(), "{lint}: {rows:?}");
     }
 }
+
+/// A query range (what a Flight SQL request's headers set) selects the spans overlapping it,
+/// like the function's own bounds: it does not cut the margin the partners are read in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_range_bounds_spans_like_the_functions_arguments() {
+    let rec = troubled_recording();
+    let t = open(Backend::Sqlite).await;
+    store(&t.lake, rec).await;
+    let pid = rec.process.process_id;
+    let reference = reference(Backend::Sqlite, rec);
+    let (events, _) = edges(&reference).await;
+    let (r0, r1) = (events[events.len() / 3], events[events.len() / 2]);
+    let margin = Duration::from_millis(20);
+    let ranged = SessionContext::new();
+    datafusion_async_events::register_with(
+        &ranged,
+        t.lake.clone(),
+        ScanOptions {
+            span_margin: margin,
+            query_range: (Some(r0), Some(r1)),
+            ..ScanOptions::default()
+        },
+    );
+    let got = query(
+        &ranged,
+        &format!("SELECT {ALL_COLUMNS} FROM async_spans('{pid}')"),
+    )
+    .await;
+    let want = query(
+        &with_margin(&t.lake, 20),
+        &format!(
+            "SELECT {ALL_COLUMNS} FROM async_spans('{pid}', '{}', '{}')",
+            ts(r0),
+            ts(r1)
+        ),
+    )
+    .await;
+    assert!(!want.is_empty());
+    assert_eq!(sorted_lines(&got), sorted_lines(&want));
+}

@@ -9,10 +9,15 @@
 //! blocks, fetches blobs, and writes all three (for the recorder).
 
 mod blobs;
+mod listing;
 mod postgres;
 mod records;
 mod sqlite;
 
+pub use listing::{
+    BlockListing, Comparison, MetadataFilter, ProcessListing, StreamListing, TimeColumn,
+    TimeCondition,
+};
 pub use postgres::PgSchema;
 pub use records::{
     BlockRecord, LatestTiming, ProcessRecord, ProcessSummary, StreamRecord, TimeRange, blob_key,
@@ -320,6 +325,31 @@ impl Lake {
     /// Blocks skipped so far because their blob was missing.
     pub fn skipped_missing_blobs(&self) -> u64 {
         self.inner.skipped_missing_blobs.load(Ordering::Relaxed)
+    }
+
+    /// The processes that have blocks, with the times of their latest block, newest start
+    /// first; id and time conditions are applied in the database.
+    pub async fn list_processes(&self, filter: &MetadataFilter) -> Result<Vec<ProcessListing>> {
+        if filter.matches_nothing() {
+            return Ok(Vec::new());
+        }
+        meta!(self, m => m.list_processes(filter).await)
+    }
+
+    /// Every stream (all kinds, not only thread streams) matching the filter.
+    pub async fn list_streams(&self, filter: &MetadataFilter) -> Result<Vec<StreamListing>> {
+        if filter.matches_nothing() {
+            return Ok(Vec::new());
+        }
+        meta!(self, m => m.list_streams(filter).await)
+    }
+
+    /// Every block (all kinds of streams) matching the filter, by begin time.
+    pub async fn list_blocks(&self, filter: &MetadataFilter) -> Result<Vec<BlockListing>> {
+        if filter.matches_nothing() {
+            return Ok(Vec::new());
+        }
+        meta!(self, m => m.list_blocks(filter).await)
     }
 
     /// Inserts a process row (kept as is if it exists). Properties whose name starts with

@@ -376,3 +376,148 @@ impl SqliteMeta {
         Ok(())
     }
 }
+
+// ---- Listings of the metadata tables (the `processes`, `streams` and `blocks` SQL tables).
+
+use super::listing::{
+    Bind, BlockListing, Conditions, MetadataFilter, ProcessListing, StreamListing,
+};
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_all(mut query: SqliteQuery<'_>, binds: Vec<Bind>) -> SqliteQuery<'_> {
+    for b in binds {
+        query = match b {
+            Bind::Ids(ids) => query.bind(json_ids(&ids)),
+            Bind::Time(t) => query.bind(ns(t)),
+        };
+    }
+    query
+}
+
+fn sqlite_conditions(
+    filter: &MetadataFilter,
+    process: &str,
+    stream: Option<&str>,
+    block: Option<&str>,
+) -> Conditions {
+    filter.conditions(
+        process,
+        stream,
+        block,
+        &|column, _| format!("{column} IN (SELECT value FROM json_each(?))"),
+        &|_| "?".to_owned(),
+        1,
+    )
+}
+
+fn opt_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>> {
+    Ok(get::<Option<i64>>(row, column)?.map(time))
+}
+
+impl SqliteMeta {
+    pub async fn list_processes(&self, filter: &MetadataFilter) -> Result<Vec<ProcessListing>> {
+        let c = sqlite_conditions(filter, "p.process_id", None, None);
+        let of_process = "FROM streams s JOIN blocks b ON b.stream_id = s.stream_id \
+                          WHERE s.process_id = p.process_id";
+        let sql = format!(
+            "SELECT * FROM (SELECT {PROCESS_COLUMNS}, p.insert_time,
+                (SELECT max(b.insert_time) {of_process}) AS last_update_time,
+                (SELECT max(b.end_ticks) {of_process}) AS last_end_ticks,
+                (SELECT max(b.end_time) {of_process}) AS last_end_time
+             FROM processes p WHERE 1 = 1{conds}) WHERE last_end_time IS NOT NULL
+             ORDER BY start_time DESC{limit}",
+            conds = c.sql,
+            limit = filter.limit_sql(),
+        );
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("listing processes"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProcessListing {
+                    process: Self::process_row(row)?,
+                    insert_time: opt_time(row, "insert_time")?,
+                    last_update_time: opt_time(row, "last_update_time")?,
+                    last_block_end_ticks: get(row, "last_end_ticks")?,
+                    last_block_end_time: time(get(row, "last_end_time")?),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn list_streams(&self, filter: &MetadataFilter) -> Result<Vec<StreamListing>> {
+        let c = sqlite_conditions(filter, "s.process_id", Some("s.stream_id"), None);
+        let sql = format!(
+            "SELECT s.stream_id, s.process_id, s.dependencies_metadata, s.objects_metadata, s.tags,
+                s.properties, s.insert_time, s.format,
+                (SELECT max(b.insert_time) FROM blocks b WHERE b.stream_id = s.stream_id) AS last_update_time
+             FROM streams s WHERE 1 = 1{} ORDER BY s.process_id, s.stream_id{}",
+            c.sql,
+            filter.limit_sql()
+        );
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("listing streams"))?;
+        rows.iter()
+            .map(|row| {
+                let tags: String = get(row, "tags")?;
+                Ok(StreamListing {
+                    stream: StreamRecord {
+                        stream_id: id(row, "stream_id")?,
+                        process_id: id(row, "process_id")?,
+                        dependencies_metadata: get(row, "dependencies_metadata")?,
+                        objects_metadata: get(row, "objects_metadata")?,
+                        tags: serde_json::from_str(&tags)
+                            .map_err(|e| Error::BadRow(format!("tags are not a JSON list: {e}")))?,
+                        properties: parse_properties(row, "properties")?,
+                    },
+                    insert_time: opt_time(row, "insert_time")?,
+                    format: get(row, "format")?,
+                    last_update_time: opt_time(row, "last_update_time")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn list_blocks(&self, filter: &MetadataFilter) -> Result<Vec<BlockListing>> {
+        let c = sqlite_conditions(
+            filter,
+            "b.process_id",
+            Some("b.stream_id"),
+            Some("b.block_id"),
+        );
+        let sql = format!(
+            "SELECT b.block_id, b.stream_id, b.process_id, b.begin_time, b.begin_ticks, b.end_time,
+                b.end_ticks, b.nb_objects, b.object_offset, b.payload_size, b.insert_time
+             FROM blocks b WHERE 1 = 1{} ORDER BY b.begin_time, b.block_id{}",
+            c.sql,
+            filter.limit_sql()
+        );
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("listing blocks"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(BlockListing {
+                    block: BlockRecord {
+                        block_id: id(row, "block_id")?,
+                        stream_id: id(row, "stream_id")?,
+                        process_id: id(row, "process_id")?,
+                        begin_time: time(get(row, "begin_time")?),
+                        begin_ticks: get(row, "begin_ticks")?,
+                        end_time: time(get(row, "end_time")?),
+                        end_ticks: get(row, "end_ticks")?,
+                        nb_objects: get(row, "nb_objects")?,
+                        object_offset: get(row, "object_offset")?,
+                        payload_size: get(row, "payload_size")?,
+                    },
+                    insert_time: opt_time(row, "insert_time")?,
+                })
+            })
+            .collect()
+    }
+}

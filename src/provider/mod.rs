@@ -6,6 +6,7 @@
 //! [`crate::lake`] to find and fetch blocks.
 
 mod exec;
+mod metadata_tables;
 mod plan;
 mod predicate;
 mod shared;
@@ -15,6 +16,7 @@ mod table;
 mod threads;
 
 pub use exec::AsyncEventsExec;
+pub use metadata_tables::{MetadataTable, register_metadata_tables};
 pub use plan::process_clock;
 pub use predicate::ScanPredicate;
 pub use spans::{AsyncSpansExec, AsyncSpansTable, SpanColumn, async_spans_schema};
@@ -50,6 +52,10 @@ pub struct ScanOptions {
     /// event of the spans crossing the range's edges (see [`AsyncSpansTable`]). Spans longer
     /// than this that cross an edge come with a NULL `begin` or `end`.
     pub span_margin: Duration,
+    /// Inclusive time range (ns since the epoch) bounding every scan, on top of the query's own
+    /// filters and the table function's bounds: the Flight SQL server sets it from a request's
+    /// `query_range_begin`/`query_range_end` headers. `(None, None)`: unbounded.
+    pub query_range: (Option<i64>, Option<i64>),
 }
 
 impl Default for ScanOptions {
@@ -61,6 +67,7 @@ impl Default for ScanOptions {
             declare_time_order: true,
             time_margin: Duration::from_secs(5),
             span_margin: Duration::from_secs(30),
+            query_range: (None, None),
         }
     }
 }

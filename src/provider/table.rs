@@ -115,7 +115,9 @@ impl TableProvider for AsyncEventsTable {
         let props = state.execution_props();
         let (predicate, residual) =
             ScanPredicate::from_filters(filters, props.query_execution_start_time);
-        let predicate = predicate.with_time_bounds(self.bounds.0, self.bounds.1);
+        let predicate = predicate
+            .with_time_bounds(self.bounds.0, self.bounds.1)
+            .with_time_bounds(self.options.query_range.0, self.options.query_range.1);
         let requested: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..async_events_schema().fields().len()).collect(),

@@ -7,6 +7,7 @@
 //! async-events [--db URL] [--store URL] lint --process UUID [--begin T --end T]
 //! async-events [--db URL] [--store URL] trace --process ID [--begin T --end T] -o trace.pftrace
 //! async-events [--db URL] [--store URL] timeline --process ID [--begin T --end T] -o timeline.svg|png
+//! async-events [--db URL] [--store URL] serve [--addr 127.0.0.1:50051] [--token-file PATH]
 //! ```
 //! Without `--db`/`--store`, the lake comes from `MICROMEGAS_SQL_CONNECTION_STRING` and
 //! `MICROMEGAS_OBJECT_STORE_URI`, or is the embedded lake in `./lake`. Warnings (skipped blocks)
@@ -14,6 +15,8 @@
 
 mod logger;
 mod quickstart;
+#[cfg(feature = "server")]
+mod serve;
 mod timeline;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -24,7 +27,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use datafusion_async_events::lake::{LakeOptions, MissingBlobPolicy};
 use datafusion_async_events::provider::ScanOptions;
-use datafusion_async_events::{Lake, register_with};
+use datafusion_async_events::{Lake, register_metadata_tables, register_with};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -60,7 +63,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a query; `async_events('<process id>')` and `view_instance(...)` are available.
+    /// Runs a query; `async_events('<process id>')`, `view_instance(...)`, `thread_streams(...)`
+    /// and the `processes`, `streams` and `blocks` tables are available.
     Sql {
         /// Output format: an aligned table, CSV with a header, or JSON Lines.
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -105,6 +109,9 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         legend: usize,
     },
+    /// Serves the lake over Flight SQL (the micromegas Python client, ADBC, pyarrow.flight).
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 /// The process, time range and output file of `trace` and `timeline`.
@@ -258,13 +265,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 writeln!(out, "{}", pretty_format_batches(&shown)?)?;
                 if found > LINT_ROWS {
-                    writeln!(out, "({} more: run the lint's SQL, in the README, for all)", found - LINT_ROWS)?;
+                    writeln!(
+                        out,
+                        "({} more: run the lint's SQL, in the README, for all)",
+                        found - LINT_ROWS
+                    )?;
                 }
             }
         }
         Command::Sql { format, sql } => {
             let ctx = SessionContext::new();
-            register_with(&ctx, lake, options);
+            register_with(&ctx, lake.clone(), options);
+            register_metadata_tables(&ctx, lake)?;
             let df = ctx.sql(&sql).await?;
             let schema: Schema = df.schema().as_arrow().clone();
             let batches = df.collect().await?;
@@ -300,6 +312,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 title: format!("async spans of process {}", span.process),
             };
             timeline::timeline(&ctx, &span.process, begin, end, &span.output, options).await?;
+        }
+        #[cfg(feature = "server")]
+        Command::Serve(args) => {
+            drop(out);
+            serve::run(lake, options, args).await?;
         }
         Command::Processes { limit } => {
             let processes = lake.processes(limit).await?;

@@ -196,7 +196,12 @@ impl TableProvider for AsyncSpansTable {
 
         let now = state.execution_props().query_execution_start_time;
         let margin = self.options.span_margin.as_nanos().min(i64::MAX as u128) as i64;
-        let (r0, r1) = self.bounds;
+        // The spans asked for overlap the table's range and the query range (a Flight SQL
+        // request's headers); the events are read around it, so the query range must not cut
+        // them: it becomes the spans' range instead.
+        let (q0, q1) = self.options.query_range;
+        let overlap = (max_opt(self.bounds.0, q0), min_opt(self.bounds.1, q1));
+        let (r0, r1) = overlap;
         let mut lo = r0.map(|r| r.saturating_sub(margin));
         let mut hi = r1.map(|r| r.saturating_add(margin));
         let mut event_filters = Vec::new();
@@ -227,7 +232,10 @@ impl TableProvider for AsyncSpansTable {
             self.lake.clone(),
             self.process_id,
             (lo, hi),
-            self.options.clone(),
+            ScanOptions {
+                query_range: (None, None),
+                ..self.options.clone()
+            },
             self.context.clone(),
         );
         let scan = events
@@ -245,7 +253,7 @@ impl TableProvider for AsyncSpansTable {
             },
         };
         let range = PairingRange {
-            overlap: self.bounds,
+            overlap,
             reads_to_end,
         };
         Ok(Arc::new(AsyncSpansExec::new(

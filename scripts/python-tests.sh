@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The Flight SQL tests with the real micromegas Python client: creates a virtual environment
+# with the pinned packages of python/tests/requirements-flight.txt, builds `async-events` with
+# the `server` feature, records the telemetry generator into a temporary embedded lake, starts
+# `async-events serve` (and a second instance that requires a bearer token) on free loopback
+# ports, runs pytest on python/tests/test_flight_*.py, and stops the servers.
+#
+# ASYNC_EVENTS_VENV: the environment's folder (default /var/tmp/async-events-venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/datafusion-async-events-target}"
+VENV="${ASYNC_EVENTS_VENV:-/var/tmp/async-events-venv}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r python/tests/requirements-flight.txt
+
+# One build for both (the same features, so neither overwrites the other).
+cargo build -q --features server --bin async-events --example telemetry_generator
+BIN="$CARGO_TARGET_DIR/debug/async-events"
+GENERATOR="$CARGO_TARGET_DIR/debug/examples/telemetry_generator"
+
+WORK=$(mktemp -d /tmp/async-events-pytest.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The lake, as micromegas's services name it: every process below reads the same one.
+mkdir -p "$WORK/lake"
+export MICROMEGAS_SQL_CONNECTION_STRING="sqlite://$WORK/lake/telemetry.db"
+export MICROMEGAS_OBJECT_STORE_URI="file://$WORK/lake/"
+"$GENERATOR" 600 | tail -2
+
+# Starts a server on a free port (in this shell, so that cleanup knows its process id) and
+# waits for the grpc:// address it prints into its log.
+serve() {
+  local log="$1"; shift
+  "$BIN" serve --addr 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    if grep -q "over Flight SQL on" "$log"; then return 0; fi
+    sleep 0.1
+  done
+  echo "the server did not start:" >&2; cat "$log" >&2; return 1
+}
+address() { grep -o 'grpc://[0-9.:]*' "$1"; }
+
+export ASYNC_EVENTS_TOKEN_FILE="$WORK/token"
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$ASYNC_EVENTS_TOKEN_FILE"
+serve "$WORK/server.log"
+serve "$WORK/server-token.log" --token-file "$ASYNC_EVENTS_TOKEN_FILE"
+ASYNC_EVENTS_FLIGHT_URI=$(address "$WORK/server.log")
+ASYNC_EVENTS_FLIGHT_TOKEN_URI=$(address "$WORK/server-token.log")
+export ASYNC_EVENTS_FLIGHT_URI ASYNC_EVENTS_FLIGHT_TOKEN_URI
+export ASYNC_EVENTS_CLI="$BIN"
+
+cd "$ROOT/python/tests"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" test_flight_*.py

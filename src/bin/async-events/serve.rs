@@ -1,0 +1,124 @@
+//! `async-events serve`: the lake over Flight SQL.
+
+use datafusion_async_events::Lake;
+use datafusion_async_events::provider::ScanOptions;
+use datafusion_async_events::server::{AsyncEventsFlightSql, ServerOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+type Failure = Box<dyn std::error::Error>;
+
+/// Environment variable holding the bearer token (instead of `--token-file`).
+const TOKEN_VAR: &str = "ASYNC_EVENTS_TOKEN";
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the address is printed).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: SocketAddr,
+    /// File holding the bearer token every call must carry (`authorization: Bearer <token>`);
+    /// default: the ASYNC_EVENTS_TOKEN environment variable, else no token.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without a token.
+    #[arg(long)]
+    insecure: bool,
+    /// Queries running at once; more wait for a slot, up to --queue-timeout.
+    #[arg(long, default_value_t = 8)]
+    max_concurrent_queries: usize,
+    /// Seconds a query waits for a slot before failing with ResourceExhausted.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    queue_timeout: f64,
+    /// Memory of each query's sorts, joins and aggregates, in MiB (0: unlimited); a query that
+    /// needs more fails with ResourceExhausted.
+    #[arg(long, value_name = "MB", default_value_t = 1024)]
+    query_memory_mb: usize,
+}
+
+fn token(args: &ServeArgs) -> Result<Option<String>, Failure> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?,
+        ),
+        None => std::env::var(TOKEN_VAR).ok(),
+    };
+    match token.map(|t| t.trim().to_owned()) {
+        Some(t) if t.is_empty() => Err("the token is empty".into()),
+        Some(t) if t.chars().any(|c| !c.is_ascii_graphic()) => {
+            Err("the token must be printable ASCII without spaces".into())
+        }
+        other => Ok(other),
+    }
+}
+
+pub async fn run(lake: Lake, scan: ScanOptions, args: ServeArgs) -> Result<(), Failure> {
+    let token = token(&args)?;
+    if token.is_none() && !args.addr.ip().is_loopback() && !args.insecure {
+        return Err(format!(
+            "refusing to serve {} without a token: pass --token-file (or set {TOKEN_VAR}), or --insecure",
+            args.addr
+        )
+        .into());
+    }
+    let queue_timeout = Duration::try_from_secs_f64(args.queue_timeout).map_err(|_| {
+        format!(
+            "--queue-timeout {}: not a number of seconds",
+            args.queue_timeout
+        )
+    })?;
+    if args.max_concurrent_queries == 0 {
+        return Err("--max-concurrent-queries must be at least 1".into());
+    }
+    let options = ServerOptions {
+        scan,
+        max_concurrent_queries: args.max_concurrent_queries,
+        queue_timeout,
+        query_memory: (args.query_memory_mb > 0).then(|| args.query_memory_mb * 1024 * 1024),
+        token: token.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let local = listener.local_addr()?;
+    println!(
+        "serving {} over Flight SQL on grpc://{local}{}",
+        lake.database_url(),
+        if token.is_some() {
+            " (bearer token required)"
+        } else {
+            ""
+        }
+    );
+    std::io::stdout().flush()?;
+    AsyncEventsFlightSql::new(lake, options)
+        .serve(listener, shutdown_signal())
+        .await?;
+    println!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,374 @@
+//! The Flight SQL server (`server` feature) on loopback, driven by arrow-flight's
+//! `FlightSqlServiceClient`: answers compared with the library on the same lake, status codes,
+//! read-only refusal, the bearer token, query range headers, dictionary handling, query slots.
+
+#[macro_use]
+mod common;
+
+use arrow_flight::Ticket;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+use chrono::{Duration, Utc};
+use common::lakes::{Backend, TestLake, open, store};
+use common::producer::Recording;
+use common::realistic::{Shape, realistic};
+use common::sql::{context, lines, query};
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion_async_events::Lake;
+use datafusion_async_events::server::{AsyncEventsFlightSql, ServerOptions};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// 3 thread streams of 6 blocks, each block 1 s long.
+fn recording() -> &'static Recording {
+    static REC: OnceLock<Recording> = OnceLock::new();
+    REC.get_or_init(|| {
+        realistic(
+            Shape {
+                streams: 3,
+                blocks_per_stream: 6,
+                buffer_bytes: 16 * 1024,
+                block_duration: Duration::seconds(1),
+            },
+            Utc::now() - Duration::hours(2),
+            5,
+        )
+    })
+}
+
+struct Server {
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn serve(lake: &Lake, options: ServerOptions) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = AsyncEventsFlightSql::new(lake.clone(), options);
+    tokio::spawn(service.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Server { addr, _stop: stop }
+}
+
+async fn client(server: &Server) -> FlightSqlServiceClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FlightSqlServiceClient::new(channel)
+}
+
+/// What the micromegas client sends: one DoGet of `Any(TicketStatementQuery{sql})`.
+async fn do_get(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, Code> {
+    let ticket = TicketStatementQuery {
+        statement_handle: sql.as_bytes().to_vec().into(),
+    }
+    .as_any()
+    .encode_to_vec();
+    let stream = client.do_get(Ticket::new(ticket)).await.map_err(code)?;
+    stream.try_collect().await.map_err(code)
+}
+
+fn code(e: FlightError) -> Code {
+    match e {
+        FlightError::Tonic(status) => status.code(),
+        other => panic!("not a status: {other}"),
+    }
+}
+
+async fn message(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> (Code, String) {
+    let ticket = TicketStatementQuery {
+        statement_handle: sql.as_bytes().to_vec().into(),
+    }
+    .as_any()
+    .encode_to_vec();
+    let result = match client.do_get(Ticket::new(ticket)).await {
+        Ok(stream) => stream.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(FlightError::Tonic(status)) => (status.code(), status.message().to_owned()),
+        other => panic!("{sql}: expected a status, got {other:?}"),
+    }
+}
+
+async fn lake_with_recording(backend: Backend) -> (TestLake, uuid::Uuid) {
+    let t = open(backend).await;
+    store(&t.lake, recording()).await;
+    (t, recording().process.process_id)
+}
+
+fn count(batches: &[RecordBatch]) -> i64 {
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+on_both! {
+    async fn answers_equal_the_library_on_the_same_lake(backend: Backend) {
+        let (t, pid) = lake_with_recording(backend).await;
+        let server = serve(&t.lake, ServerOptions::default()).await;
+        let mut client = client(&server).await;
+        let ctx = context(&t.lake);
+        for sql in [
+            format!("SELECT * FROM view_instance('async_events', '{pid}') ORDER BY time, span_id, event_type LIMIT 10"),
+            format!("SELECT event_type, count(*) AS n FROM async_events('{pid}') GROUP BY event_type ORDER BY event_type"),
+            format!("SELECT b.name, count(*) AS n, sum(CAST(e.time - b.time AS BIGINT)) AS total
+                     FROM async_events('{pid}') b JOIN async_events('{pid}') e ON b.span_id = e.span_id
+                     WHERE b.event_type = 'begin' AND e.event_type = 'end' GROUP BY b.name ORDER BY b.name"),
+            format!("SELECT c.name, p.name AS parent FROM async_events('{pid}') c JOIN async_events('{pid}') p
+                     ON c.parent_span_id = p.span_id WHERE c.event_type = 'begin' AND p.event_type = 'begin'
+                     ORDER BY c.time, c.span_id"),
+        ] {
+            let expected = lines(&query(&ctx, &sql).await);
+            assert!(expected.len() > 1, "{sql}: {expected:?}");
+            let got = do_get(&mut client, &sql).await.unwrap();
+            assert_eq!(lines(&got), expected, "{sql}");
+            // The generic path: GetFlightInfo, then DoGet of its ticket.
+            let info = client.execute(sql.clone(), None).await.unwrap();
+            let ticket = info.endpoint[0].ticket.clone().unwrap();
+            let schema = info.clone().try_decode_schema().unwrap();
+            let batches: Vec<RecordBatch> =
+                client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+            assert_eq!(lines(&batches), expected, "{sql}");
+            assert_eq!(batches[0].schema().fields(), schema.fields(), "{sql}");
+        }
+        // Prepared statements: the handle is the SQL, the schema is real.
+        let sql = format!("SELECT time, name FROM async_events('{pid}') ORDER BY time LIMIT 3");
+        let mut prepared = client.prepare(sql.clone(), None).await.unwrap();
+        assert_eq!(prepared.dataset_schema().unwrap().field(1).name(), "name");
+        let info = prepared.execute().await.unwrap();
+        let batches: Vec<RecordBatch> = client
+            .do_get(info.endpoint[0].ticket.clone().unwrap())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(lines(&batches), lines(&query(&ctx, &sql).await));
+    }
+
+    async fn errors_are_statuses_with_one_line(backend: Backend) {
+        let (t, pid) = lake_with_recording(backend).await;
+        let server = serve(&t.lake, ServerOptions::default()).await;
+        let mut client = client(&server).await;
+        let unknown = uuid::Uuid::new_v4();
+        let (code, text) = message(&mut client, &format!("SELECT * FROM async_events('{unknown}')")).await;
+        assert_eq!(code, Code::NotFound, "{text}");
+        assert!(text.contains(&unknown.to_string()), "{text}");
+        for (sql, wanted) in [
+            ("SELEC 1".to_string(), "SQL"),
+            ("SELECT * FROM async_events('global')".to_string(), "'global' is not supported"),
+            (format!("SELECT nope FROM async_events('{pid}')"), "nope"),
+            ("CREATE TABLE t AS SELECT 1".to_string(), "DDL not supported"),
+            ("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'".to_string(), "DDL not supported"),
+            ("COPY (SELECT 1) TO '/tmp/async-events-flight-copy.csv'".to_string(), "DML not supported"),
+            ("INSERT INTO processes SELECT * FROM processes".to_string(), "not supported"),
+            ("SET datafusion.execution.batch_size = 1".to_string(), "Statement not supported"),
+        ] {
+            let (code, text) = message(&mut client, &sql).await;
+            assert_eq!(code, Code::InvalidArgument, "{sql}: {text}");
+            assert!(text.contains(wanted), "{sql}: {text}");
+            assert!(!text.contains('\n'), "{text}");
+        }
+        assert!(!std::path::Path::new("/tmp/async-events-flight-copy.csv").exists());
+        // A bad range header.
+        client.set_header("query_range_begin", "yesterday");
+        client.set_header("query_range_end", "today");
+        let (code, text) = message(&mut client, "SELECT 1").await;
+        assert_eq!(code, Code::InvalidArgument, "{text}");
+        assert!(text.contains("query_range_begin"), "{text}");
+    }
+
+    async fn the_query_range_bounds_every_scan(backend: Backend) {
+        let (t, pid) = lake_with_recording(backend).await;
+        let server = serve(&t.lake, ServerOptions::default()).await;
+        let mut client = client(&server).await;
+        let ctx = context(&t.lake);
+        let start = recording().process.start_time;
+        let at = |ms: i64| (start + Duration::milliseconds(ms)).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let (begin, end) = (at(1_500), at(3_200));
+        let sql = format!("SELECT count(*) FROM async_events('{pid}')");
+        let all = count(&query(&ctx, &sql).await);
+        let bounded = count(&query(&ctx, &format!("{sql} WHERE time BETWEEN '{begin}' AND '{end}'")).await);
+        assert!(0 < bounded && bounded < all, "{bounded} of {all}");
+        client.set_header("query_range_begin", begin.clone());
+        // One end only: ignored, as micromegas does.
+        assert_eq!(count(&do_get(&mut client, &sql).await.unwrap()), all);
+        client.set_header("query_range_end", end.clone());
+        assert_eq!(count(&do_get(&mut client, &sql).await.unwrap()), bounded);
+        // On top of the query's own filters, on both sides of a self-join.
+        let narrower = format!("{sql} WHERE time >= '{}'", at(3_000));
+        let expected = count(&query(&ctx, &format!("{narrower} AND time <= '{end}'")).await);
+        assert_eq!(count(&do_get(&mut client, &narrower).await.unwrap()), expected);
+        let join = format!("SELECT count(*) FROM async_events('{pid}') b JOIN async_events('{pid}') e
+                            ON b.span_id = e.span_id WHERE b.event_type = 'begin' AND e.event_type = 'end'");
+        let expected_join = count(&query(&ctx, &format!(
+            "SELECT count(*) FROM async_events('{pid}', '{begin}', '{end}') b JOIN async_events('{pid}', '{begin}', '{end}') e
+             ON b.span_id = e.span_id WHERE b.event_type = 'begin' AND e.event_type = 'end'")).await);
+        assert_eq!(count(&do_get(&mut client, &join).await.unwrap()), expected_join);
+    }
+
+    async fn dictionaries_are_plain_strings_unless_preserved(backend: Backend) {
+        let (t, pid) = lake_with_recording(backend).await;
+        let server = serve(&t.lake, ServerOptions::default()).await;
+        let mut client = client(&server).await;
+        let sql = format!("SELECT name, event_type, span_id FROM async_events('{pid}') ORDER BY time LIMIT 50");
+        let plain = do_get(&mut client, &sql).await.unwrap();
+        assert_eq!(plain[0].schema().field(0).data_type(), &DataType::Utf8);
+        client.set_header("preserve_dictionary", "true");
+        let kept = do_get(&mut client, &sql).await.unwrap();
+        assert!(matches!(kept[0].schema().field(0).data_type(), DataType::Dictionary(..)));
+        assert_eq!(lines(&kept), lines(&plain));
+        assert_eq!(lines(&plain), lines(&query(&context(&t.lake), &sql).await));
+    }
+
+    async fn metadata_tables_list_the_lake(backend: Backend) {
+        let (t, pid) = lake_with_recording(backend).await;
+        let server = serve(&t.lake, ServerOptions::default()).await;
+        let mut client = client(&server).await;
+        let rec = recording();
+        let got = do_get(&mut client, &format!(
+            "SELECT process_id, exe, tsc_frequency FROM processes WHERE process_id = '{pid}'")).await.unwrap();
+        assert_eq!(lines(&got), [format!("{pid}|{}|{}", rec.process.exe, rec.process.tsc_frequency)]);
+        let streams = do_get(&mut client, &format!(
+            "SELECT count(*) FROM streams WHERE process_id = '{pid}' AND array_position(tags, 'cpu') IS NOT NULL")).await.unwrap();
+        assert_eq!(count(&streams), rec.streams.len() as i64);
+        let blocks = do_get(&mut client, &format!(
+            "SELECT count(*), sum(nb_objects) FROM blocks WHERE process_id = '{pid}'")).await.unwrap();
+        assert_eq!(count(&blocks), rec.blocks.len() as i64);
+        let stream = rec.streams[0].stream_id;
+        let cut = rec.blocks.iter().filter(|b| b.stream_id == stream).map(|b| b.begin_time).nth(2).unwrap();
+        let cut_text = cut.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let later = do_get(&mut client, &format!(
+            "SELECT block_id, \"processes.exe\", \"streams.tags\" FROM blocks
+             WHERE stream_id = '{stream}' AND begin_time >= '{cut_text}' ORDER BY begin_time")).await.unwrap();
+        let expected = rec.blocks.iter().filter(|b| b.stream_id == stream && b.begin_time >= cut).count();
+        assert_eq!(lines(&later).len(), expected);
+        assert!(lines(&later)[0].contains(&rec.process.exe), "{:?}", lines(&later));
+        // An id that is not canonical still compares as a string.
+        let upper = do_get(&mut client, &format!(
+            "SELECT count(*) FROM processes WHERE process_id = '{}'", pid.to_string().to_uppercase())).await.unwrap();
+        assert_eq!(count(&upper), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_failure_is_unavailable() {
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let server = serve(&t.lake, ServerOptions::default()).await;
+    let mut client = client(&server).await;
+    std::fs::remove_dir_all(t.dir.path().join("blobs")).unwrap();
+    let (code, text) = message(&mut client, &format!("SELECT * FROM async_events('{pid}')")).await;
+    assert_eq!(code, Code::Unavailable, "{text}");
+    assert!(
+        text.contains("block") && text.contains(&pid.to_string()),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_required_on_every_call() {
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let options = ServerOptions {
+        token: Some("s3cret-token".into()),
+        ..ServerOptions::default()
+    };
+    let server = serve(&t.lake, options).await;
+    let sql = format!("SELECT count(*) FROM async_events('{pid}')");
+    let mut anonymous = client(&server).await;
+    assert_eq!(
+        do_get(&mut anonymous, &sql).await.unwrap_err(),
+        Code::Unauthenticated
+    );
+    assert!(anonymous.execute(sql.clone(), None).await.is_err());
+    let mut wrong = client(&server).await;
+    wrong.set_token("s3cret-tokem".into());
+    assert_eq!(
+        do_get(&mut wrong, &sql).await.unwrap_err(),
+        Code::Unauthenticated
+    );
+    let mut right = client(&server).await;
+    right.set_token("s3cret-token".into());
+    let all = count(&query(&context(&t.lake), &sql).await);
+    assert_eq!(count(&do_get(&mut right, &sql).await.unwrap()), all);
+    assert!(right.execute(sql, None).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_frees_its_slot_and_excess_queries_wait_then_fail() {
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let options = ServerOptions {
+        max_concurrent_queries: 1,
+        queue_timeout: std::time::Duration::from_millis(500),
+        ..ServerOptions::default()
+    };
+    let server = serve(&t.lake, options).await;
+    // Far more rows than a client reads: the query stays open while its stream is held.
+    let big = format!(
+        "SELECT e.time, g.value FROM async_events('{pid}') e CROSS JOIN generate_series(1, 100000) g"
+    );
+    let small = format!("SELECT count(*) FROM async_events('{pid}')");
+    let mut first = client(&server).await;
+    let ticket = TicketStatementQuery {
+        statement_handle: big.into_bytes().into(),
+    }
+    .as_any()
+    .encode_to_vec();
+    let mut stream = first.do_get(Ticket::new(ticket)).await.unwrap();
+    let batch = stream.next().await.unwrap().unwrap();
+    assert!(batch.num_rows() > 0);
+    // The only slot is taken: another query waits, then gives up.
+    let mut second = client(&server).await;
+    assert_eq!(
+        do_get(&mut second, &small).await.unwrap_err(),
+        Code::ResourceExhausted
+    );
+    // The first client goes away: its query is dropped and the slot is free again.
+    drop(stream);
+    drop(first);
+    let expected = count(&query(&context(&t.lake), &small).await);
+    assert_eq!(count(&do_get(&mut second, &small).await.unwrap()), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_beyond_its_memory_is_resource_exhausted() {
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let options = ServerOptions {
+        query_memory: Some(64 * 1024),
+        ..ServerOptions::default()
+    };
+    let server = serve(&t.lake, options).await;
+    let mut client = client(&server).await;
+    // A hash join keeps its build side in memory: far more than 64 KiB here.
+    let join = format!(
+        "SELECT count(*) FROM async_events('{pid}') b JOIN async_events('{pid}') e ON b.span_id = e.span_id"
+    );
+    let (code, text) = message(&mut client, &join).await;
+    assert_eq!(code, Code::ResourceExhausted, "{text}");
+    // A scan alone is not counted against the limit.
+    let all = count(
+        &query(
+            &context(&t.lake),
+            &format!("SELECT count(*) FROM async_events('{pid}')"),
+        )
+        .await,
+    );
+    let got = do_get(
+        &mut client,
+        &format!("SELECT count(*) FROM async_events('{pid}')"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&got), all);
+}
