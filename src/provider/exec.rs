@@ -11,6 +11,7 @@ use super::stream::{PartitionArgs, PartitionMetrics, partition_stream};
 use crate::format::Column;
 use chrono::DateTime;
 use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -25,14 +26,47 @@ use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
 };
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     ReplaceChildrenOptions, SendableRecordBatchStream, SortOrderPushdownResult,
     apply_expression_roots,
 };
+use futures::StreamExt;
 use std::fmt;
 use std::sync::Arc;
 use uuid::Uuid;
+
+/// Batches a partition's task may have ready ahead of its consumer.
+const READY_AHEAD: usize = 2;
+
+/// Runs a partition's reading (fetching, decompressing, decoding) in a task of its own, started
+/// on the first poll, its batches handed over through a channel of [`READY_AHEAD`] batches.
+///
+/// Consumers such as a sort-preserving merge poll their input partitions from one task: were the
+/// decoding done inside the poll, every stream would be decoded on one core. Dropping the stream
+/// aborts the task.
+fn in_own_task(schema: SchemaRef, args: PartitionArgs) -> SendableRecordBatchStream {
+    let task_schema = schema.clone();
+    let started = futures::stream::once(async move {
+        let mut builder = RecordBatchReceiverStreamBuilder::new(task_schema, READY_AHEAD);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            let mut stream = partition_stream(args);
+            while let Some(batch) = stream.next().await {
+                if tx.send(batch).await.is_err() {
+                    break; // the consumer went away
+                }
+            }
+            Ok(())
+        });
+        builder.build()
+    })
+    .flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, started))
+}
 
 /// Leaf plan reading the async events of one process: one partition per thread stream, blocks
 /// fetched a few ahead and decoded lazily, pushed filters used to skip blocks.
@@ -297,7 +331,7 @@ impl ExecutionPlan for AsyncEventsExec {
         }
         let ordered =
             !self.reversed && self.time_index().is_some() && self.state.options.declare_time_order;
-        Ok(partition_stream(PartitionArgs {
+        let args = PartitionArgs {
             state: self.state.clone(),
             partition,
             reversed: self.reversed,
@@ -306,6 +340,12 @@ impl ExecutionPlan for AsyncEventsExec {
             pushed: self.pushed.clone(),
             batch_size: context.session_config().batch_size(),
             metrics,
-        }))
+        };
+        if self.pushed.is_some() {
+            // Filters pushed from above (a TopK threshold) tighten only as they see rows: read
+            // in step with the consumer, a block at a time, rather than ahead of it.
+            return Ok(partition_stream(args));
+        }
+        Ok(in_own_task(self.state.schema().clone(), args))
     }
 }

@@ -34,6 +34,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// How the events read relate to the spans asked for.
@@ -332,6 +333,29 @@ impl Strings {
     }
 }
 
+/// Hashes span ids (integers from a counter) with one multiplication: the pairing maps see
+/// every event, and SipHash's resistance to chosen keys buys nothing here.
+#[derive(Debug, Default, Clone, Copy)]
+struct SpanIdHasher(u64);
+
+impl Hasher for SpanIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type SpanMap<V> = HashMap<i64, V, BuildHasherDefault<SpanIdHasher>>;
+
 /// What a span's begin and end events share.
 #[derive(Debug, Clone, Copy, Default)]
 struct SpanInfo {
@@ -423,8 +447,8 @@ struct Pairer {
     batch_size: usize,
     metrics: PairingMetrics,
     strings: Strings,
-    open: HashMap<i64, (SpanInfo, Half)>,
-    orphans: HashMap<i64, OrphanEnd>,
+    open: SpanMap<(SpanInfo, Half)>,
+    orphans: SpanMap<OrphanEnd>,
     rows: Vec<SpanRow>,
     emitted: usize,
     /// Batches built and not yet handed out.
@@ -460,8 +484,8 @@ impl Pairer {
             batch_size: batch_size.max(1),
             metrics,
             strings: Strings::default(),
-            open: HashMap::new(),
-            orphans: HashMap::new(),
+            open: SpanMap::default(),
+            orphans: SpanMap::default(),
             rows: Vec::new(),
             emitted: 0,
             ready: VecDeque::new(),
