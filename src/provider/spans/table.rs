@@ -9,7 +9,7 @@ use super::{SpanColumn, async_spans_schema};
 use crate::format::Column;
 use crate::lake::Lake;
 use crate::provider::ScanOptions;
-use crate::provider::predicate::ScanPredicate;
+use crate::provider::predicate::{ScanPredicate, max_opt, min_opt};
 use crate::provider::table::{AsyncEventsTable, TableContext};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -131,20 +131,6 @@ impl AsyncSpansTable {
             on_begin,
             bounds: predicate.time,
         }
-    }
-}
-
-fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
