@@ -102,7 +102,48 @@ pub enum FormatError {
     /// The process's clock parameters cannot convert ticks to time.
     #[error("invalid tick frequency: {0}")]
     InvalidFrequency(String),
+    /// The decoded rows could not be added to the Arrow batch (a column past 2 GiB, too many
+    /// distinct strings): a limit of the output, not a defect of the block.
+    #[error("building the Arrow batch failed: {detail}")]
+    Output {
+        /// What Arrow reported.
+        detail: String,
+    },
+}
+
+impl FormatError {
+    /// Whether the error says the bytes or the metadata are bad (a block that may be skipped
+    /// and counted as corrupt), rather than a limit of the reader or of the process's clock.
+    pub fn is_corrupt_data(&self) -> bool {
+        !matches!(
+            self,
+            FormatError::Output { .. } | FormatError::InvalidFrequency(_)
+        )
+    }
 }
 
 /// Result of the `format` layer.
 pub type FormatResult<T> = std::result::Result<T, FormatError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bad_bytes_are_corrupt_data() {
+        let output = FormatError::Output {
+            detail: "string column exceeds 2 GiB".into(),
+        };
+        assert!(!output.is_corrupt_data());
+        assert!(!FormatError::InvalidFrequency("0".into()).is_corrupt_data());
+        let truncated = FormatError::Truncated {
+            buffer: "objects",
+            type_name: "BeginAsyncSpanEvent".into(),
+            offset: 3,
+            needed: 40,
+            available: 2,
+        };
+        assert!(truncated.is_corrupt_data());
+        assert!(FormatError::Metadata("x".into()).is_corrupt_data());
+    }
+}

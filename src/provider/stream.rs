@@ -10,7 +10,7 @@ use super::plan::ScanState;
 use super::shared::Obtained;
 use crate::error::Error;
 use crate::format::{
-    AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock, EventBatchBuilder, FormatError,
+    AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock, EventBatchBuilder,
 };
 use crate::lake::BlockRecord;
 use bytes::Bytes;
@@ -349,12 +349,6 @@ impl TimePruning {
     }
 }
 
-/// Whether a decoding error means the block's bytes are bad (then it may be skipped), rather
-/// than a failure of this reader.
-fn is_corrupt_data(e: &FormatError) -> bool {
-    !matches!(e, FormatError::InvalidFrequency(_))
-}
-
 impl Reader {
     fn limit_reached(&self) -> bool {
         self.args
@@ -417,7 +411,7 @@ impl Reader {
                 self.args.metrics.events_decoded.add(summary.events);
                 self.check_order(block, &summary)
             }
-            Err(e) if state.options.skip_corrupt_blocks && is_corrupt_data(&e) => {
+            Err(e) if state.options.skip_corrupt_blocks && e.is_corrupt_data() => {
                 log::warn!(
                     "skipped corrupt block {} of stream {} (process {}): {e}",
                     block.block_id,
