@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The Flight SQL tests with the real micromegas Python client: creates a virtual environment
-# with the pinned packages of python/tests/requirements-flight.txt, builds `async-events` with
-# the `server` feature, records the telemetry generator into a temporary embedded lake, starts
-# `async-events serve` (and a second instance that requires a bearer token) on free loopback
-# ports, runs pytest on python/tests/test_flight_*.py, and stops the servers.
+# The Python tests, in a virtual environment with the pinned packages of python/tests/*/
+# requirements*.txt:
+# 1. the Python package (python/, a datafusion-python plugin): builds its wheel with maturin
+#    (dev profile, the shared cargo target folder), installs it, and runs
+#    python/tests/package (which compares answers with `async-events sql` and installs the
+#    wheel into a fresh environment holding only datafusion);
+# 2. the Flight SQL server with the real micromegas Python client: records the telemetry
+#    generator into a temporary embedded lake, starts `async-events serve` (and a second
+#    instance that requires a bearer token) on free loopback ports, runs python/tests/flight,
+#    and stops the servers.
+# Arguments are passed to both pytest runs.
 #
 # ASYNC_EVENTS_VENV: the environment's folder (default /var/tmp/async-events-venv).
 set -euo pipefail
@@ -15,7 +21,8 @@ VENV="${ASYNC_EVENTS_VENV:-/var/tmp/async-events-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q --disable-pip-version-check -r python/tests/requirements-flight.txt
+"$VENV/bin/pip" install -q --disable-pip-version-check \
+  -r python/tests/flight/requirements-flight.txt -r python/tests/package/requirements.txt
 
 # One build for both (the same features, so neither overwrites the other).
 cargo build -q --features server --bin async-events --example telemetry_generator
@@ -30,6 +37,15 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# The package: a dev-profile wheel (the release profile is for publishing), installed over any
+# previous build.
+"$VENV/bin/maturin" build --quiet --profile dev -m python/Cargo.toml -i "$VENV/bin/python" \
+  --out "$WORK/dist"
+WHEEL=$(ls "$WORK"/dist/datafusion_async_events-*.whl)
+"$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
+(cd "$ROOT/python/tests/package" && ASYNC_EVENTS_CLI="$BIN" ASYNC_EVENTS_WHEEL="$WHEEL" \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .)
 
 # The lake, as micromegas's services name it: every process below reads the same one.
 mkdir -p "$WORK/lake"
@@ -60,5 +76,5 @@ ASYNC_EVENTS_FLIGHT_TOKEN_URI=$(address "$WORK/server-token.log")
 export ASYNC_EVENTS_FLIGHT_URI ASYNC_EVENTS_FLIGHT_TOKEN_URI
 export ASYNC_EVENTS_CLI="$BIN"
 
-cd "$ROOT/python/tests"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" test_flight_*.py
+cd "$ROOT/python/tests/flight"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .

@@ -38,4 +38,4 @@ pub mod udtf;
 pub use error::{Error, Result};
 pub use lake::Lake;
 pub use provider::register_metadata_tables;
-pub use udtf::{register, register_with};
+pub use udtf::{register, register_with, table_functions};

@@ -19,6 +19,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod demo;
+
 use crate::error::{Error, Result};
 use crate::format::BlockPayload;
 use crate::lake::{BlockRecord, Lake, ProcessRecord, StreamRecord};

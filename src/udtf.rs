@@ -46,23 +46,46 @@ pub fn register(ctx: &SessionContext, lake: Lake) {
 
 /// [`register`] with explicit scan options.
 pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
+    for (name, function) in table_functions(lake, options) {
+        ctx.register_udtf(name, function);
+    }
+}
+
+/// The table functions [`register`] installs, by name, for hosts that register them
+/// themselves (another engine, or datafusion-python through the FFI). The functions made by one
+/// call share compiled stream layouts and per-query blocks, as registered ones do.
+pub fn table_functions(
+    lake: Lake,
+    options: ScanOptions,
+) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
     let tables = Arc::new(Tables {
         lake,
         options,
         context: Arc::new(TableContext::default()),
     });
-    ctx.register_udtf(
-        "async_events",
-        Arc::new(AsyncEventsFunction(tables.clone())),
-    );
-    ctx.register_udtf("async_spans", Arc::new(AsyncSpansFunction(tables.clone())));
-    ctx.register_udtf(
-        "view_instance",
-        Arc::new(ViewInstanceFunction(tables.clone())),
-    );
+    #[allow(unused_mut)] // without the timeline feature nothing more is pushed
+    let mut functions: Vec<(&'static str, Arc<dyn TableFunctionImpl>)> = vec![
+        (
+            "async_events",
+            Arc::new(AsyncEventsFunction(tables.clone())),
+        ),
+        ("async_spans", Arc::new(AsyncSpansFunction(tables.clone()))),
+        (
+            "view_instance",
+            Arc::new(ViewInstanceFunction(tables.clone())),
+        ),
+        (
+            "thread_streams",
+            Arc::new(ThreadStreamsFunction(tables.clone())),
+        ),
+    ];
     #[cfg(feature = "timeline")] // perfetto_trace_chunks(process_id, span_types, begin, end)
-    crate::timeline::perfetto::register(ctx, &tables.lake, &tables.options, &tables.context);
-    ctx.register_udtf("thread_streams", Arc::new(ThreadStreamsFunction(tables)));
+    functions.push(crate::timeline::perfetto::table_function(
+        &tables.lake,
+        &tables.options,
+        &tables.context,
+    ));
+    functions
 }
 
 /// Makes the tables of the functions. They share compiled stream layouts, and the scans of one

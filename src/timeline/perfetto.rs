@@ -345,21 +345,20 @@ pub fn chunks_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
-/// Registers `perfetto_trace_chunks` on a session (done by [`crate::register`]).
-pub(crate) fn register(
-    ctx: &datafusion::prelude::SessionContext,
+/// `perfetto_trace_chunks` and its name, for [`crate::udtf::table_functions`].
+pub(crate) fn table_function(
     lake: &Lake,
     options: &ScanOptions,
     context: &Arc<TableContext>,
-) {
-    ctx.register_udtf(
+) -> (&'static str, Arc<dyn TableFunctionImpl>) {
+    (
         "perfetto_trace_chunks",
         Arc::new(PerfettoTraceChunksFunction {
             lake: lake.clone(),
             options: options.clone(),
             context: context.clone(),
         }),
-    );
+    )
 }
 
 /// `perfetto_trace_chunks(process_id, span_types [, begin, end])`.

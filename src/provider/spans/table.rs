@@ -18,6 +18,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, col};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -228,9 +230,17 @@ impl TableProvider for AsyncSpansTable {
             .scan(state, Some(&event_projection), &event_filters, None)
             .await?;
         // The pairing operator requires its input as one partition in the scan's `time` order:
-        // DataFusion merges the streams (or, with `declare_time_order = false`, coalesces them,
-        // and pairing holds ends that arrive before their begins until the input is exhausted).
+        // the streams are merged here (or, with `declare_time_order = false`, coalesced, and
+        // pairing holds ends that arrive before their begins until the input is exhausted), not
+        // left to DataFusion's optimizer: a host that sees this plan only through the FFI (or an
+        // engine that does not enforce distributions) never rewrites its inside.
         let order = scan.output_ordering().cloned();
+        let scan: Arc<dyn ExecutionPlan> =
+            match (&order, scan.output_partitioning().partition_count()) {
+                (_, 1) => scan,
+                (Some(order), _) => Arc::new(SortPreservingMergeExec::new(order.clone(), scan)),
+                (None, _) => Arc::new(CoalescePartitionsExec::new(scan)),
+            };
         let reads_to_end = match hi {
             None => true,
             Some(hi) => match self.lake.latest_timing(self.process_id).await? {

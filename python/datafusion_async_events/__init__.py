@@ -1,0 +1,81 @@
+"""Query the async span events recorded by micromegas-instrumented programs with SQL in
+datafusion-python.
+
+    from datafusion import SessionContext
+    import datafusion_async_events as ae
+
+    lake = ae.Lake.from_env()       # or ae.Lake.open(db_url, store_url), ae.Lake.embedded("./lake")
+    ctx = SessionContext()
+    ae.register(ctx, lake)
+    ctx.sql("SELECT name, count(*) FROM async_events('<process id>') GROUP BY name").to_pandas()
+
+Table functions get no filter pushdown through the DataFusion FFI (datafusion-python 55): a
+`WHERE` on `async_events(...)` is applied above the scan, after every block of the process was
+read. Bound the scan with the functions' `begin`/`end` arguments, or register a table
+(`AsyncEventsTable`, `AsyncSpansTable`), whose `WHERE` filters prune blocks.
+"""
+
+import datafusion as _datafusion
+
+from ._native import (
+    AsyncEventsTable,
+    AsyncSpansTable,
+    Lake,
+    LakeError,
+    LakeFunction,
+    Table,
+    ThreadStreamsTable,
+    __version__,
+    ffi_major_version,
+)
+
+
+def _check_host():
+    version = getattr(_datafusion, "__version__", "")
+    major = version.split(".")[0]
+    if major.isdigit() and int(major) != ffi_major_version():
+        raise ImportError(
+            f"datafusion_async_events {__version__} was built for datafusion "
+            f"{ffi_major_version()}.x (DataFusion FFI major version {ffi_major_version()}), "
+            f"but datafusion {version} is installed: install datafusion=={ffi_major_version()}.*"
+        )
+
+
+_check_host()
+
+__all__ = [
+    "AsyncEventsTable",
+    "AsyncSpansTable",
+    "Lake",
+    "LakeError",
+    "LakeFunction",
+    "Table",
+    "ThreadStreamsTable",
+    "register",
+]
+
+
+def register(ctx, lake, *, metadata_tables=True, time_margin_s=None, span_margin_s=None,
+             skip_corrupt_blocks=False):
+    """Registers on `ctx` (a `datafusion.SessionContext`) the table functions
+    `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin, end])`,
+    `view_instance('async_events' | 'async_spans', process_id)` and
+    `thread_streams(process_id)`, and, unless `metadata_tables=False`, the lake's `processes`,
+    `streams` and `blocks` tables.
+
+    `time_margin_s`: the margin (seconds, default 5) around time ranges when blocks are listed
+    by their wall-clock bounds; `span_margin_s`: how far (seconds, default 30) `async_spans`
+    reads around a range for the other event of the spans crossing its edges;
+    `skip_corrupt_blocks`: skip (and count) blocks that fail to decode instead of failing.
+    """
+    functions = lake.table_functions(
+        time_margin_s=time_margin_s,
+        span_margin_s=span_margin_s,
+        skip_corrupt_blocks=skip_corrupt_blocks,
+    )
+    for function in functions:
+        # TableFunction(name, f, ctx) ties expression decoding to the context that runs the query.
+        ctx.register_udtf(_datafusion.TableFunction(function.name, function, ctx))
+    if metadata_tables:
+        for name, table in lake.metadata_tables():
+            ctx.register_table(name, table)
