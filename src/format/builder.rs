@@ -4,6 +4,7 @@
 //! string table per batch, shared by `name`, `filename` and `target`: a string is copied once per
 //! batch, not once per row. `stream_id` and `block_id` hold one dictionary value per block.
 
+use super::layout::EventType;
 use super::schema::{Column, ColumnSet, projected_schema, properties_entries};
 use datafusion::arrow::array::{
     ArrayRef, DictionaryArray, Int32Array, Int64Array, MapArray, StringArray, StructArray,
@@ -63,14 +64,14 @@ impl Strings {
 
 /// Interned strings of one batch: each distinct string once, keyed by position.
 #[derive(Debug, Default)]
-pub(crate) struct StringTable {
+struct StringTable {
     keys: HashMap<Box<str>, i32>,
     values: Strings,
 }
 
 impl StringTable {
     /// The dictionary key of `s`, adding it on first use.
-    pub(crate) fn intern(&mut self, s: &str) -> Result<i32, ArrowError> {
+    fn intern(&mut self, s: &str) -> Result<i32, ArrowError> {
         if let Some(&k) = self.keys.get(s) {
             return Ok(k);
         }
@@ -117,25 +118,54 @@ impl IdColumn {
     }
 }
 
+/// The fields of one kept async event: what [`EventBatchBuilder::push_row`] appends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventRow {
+    /// ns since the epoch (0 when neither the column nor the filter needs it).
+    pub time: i64,
+    pub event_type: EventType,
+    pub span_id: i64,
+    pub parent_span_id: i64,
+    pub depth: u32,
+    /// The span's scope: resolved whenever a scope column is built (zeros otherwise, which no
+    /// built column reads).
+    pub scope: ScopeKeys,
+}
+
+/// A span's scope as the builder stores it: string table keys, line and hash.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ScopeKeys {
+    /// Key in the string table (0 when the column is not built).
+    pub name: i32,
+    pub filename: i32,
+    pub target: i32,
+    pub line: u32,
+    /// [`scope_hash`](super::hash::scope_hash) (0 when the column is not built).
+    pub hash: u32,
+}
+
 /// Builds [`RecordBatch`]es of async events for a set of columns.
+///
+/// Every built column holds [`len`](Self::len) rows: rows are only added by `push_row`, and
+/// removed by `truncate` and `finish`.
 #[derive(Debug)]
 pub struct EventBatchBuilder {
-    pub(crate) columns: ColumnSet,
+    columns: ColumnSet,
     schema: SchemaRef,
-    pub(crate) len: usize,
+    len: usize,
     stream_id: IdColumn,
     block_id: IdColumn,
-    pub(crate) time: Vec<i64>,
-    pub(crate) event_type: Vec<i32>,
-    pub(crate) span_id: Vec<i64>,
-    pub(crate) parent_span_id: Vec<i64>,
-    pub(crate) depth: Vec<u32>,
-    pub(crate) hash: Vec<u32>,
-    pub(crate) name: Vec<i32>,
-    pub(crate) filename: Vec<i32>,
-    pub(crate) target: Vec<i32>,
-    pub(crate) line: Vec<u32>,
-    pub(crate) strings: StringTable,
+    time: Vec<i64>,
+    event_type: Vec<i32>,
+    span_id: Vec<i64>,
+    parent_span_id: Vec<i64>,
+    depth: Vec<u32>,
+    hash: Vec<u32>,
+    name: Vec<i32>,
+    filename: Vec<i32>,
+    target: Vec<i32>,
+    line: Vec<u32>,
+    strings: StringTable,
     property_offsets: Vec<i32>,
     property_keys: Strings,
     property_values: Strings,
@@ -202,30 +232,93 @@ impl EventBatchBuilder {
         Ok(())
     }
 
-    /// Adds the id columns of one row (the other columns are pushed by the decoder).
-    #[inline]
-    pub(crate) fn push_ids(&mut self) {
-        if self.columns.contains(Column::StreamId) {
-            self.stream_id.keys.push(self.stream_id.current);
-        }
-        if self.columns.contains(Column::BlockId) {
-            self.block_id.keys.push(self.block_id.current);
-        }
+    /// The key of a string of the `name`, `filename` and `target` columns in this batch.
+    pub(crate) fn intern(&mut self, s: &str) -> Result<i32, ArrowError> {
+        self.strings.intern(s)
     }
 
-    /// Adds the properties of one row.
-    pub(crate) fn push_properties<'a>(
+    /// Appends one row to every built column: the fields of `row`, and `properties` (which
+    /// are only read when the `properties` column is built).
+    ///
+    /// On error (a column outgrew Arrow's limits), the builder is left as it was.
+    #[inline]
+    pub(crate) fn push_row<'s>(
+        &mut self,
+        row: EventRow,
+        properties: impl Iterator<Item = (&'s str, &'s str)>,
+    ) -> Result<(), ArrowError> {
+        let c = self.columns;
+        if c.is_empty() {
+            // `count(*)`: rows without columns.
+            self.len += 1;
+            return Ok(());
+        }
+        if c.contains(Column::Properties)
+            && let Err(e) = self.push_properties(properties)
+        {
+            self.truncate(self.len);
+            return Err(e);
+        }
+        if c.contains(Column::StreamId) {
+            self.stream_id.keys.push(self.stream_id.current);
+        }
+        if c.contains(Column::BlockId) {
+            self.block_id.keys.push(self.block_id.current);
+        }
+        if c.contains(Column::Time) {
+            self.time.push(row.time);
+        }
+        if c.contains(Column::EventType) {
+            self.event_type.push(row.event_type as i32);
+        }
+        if c.contains(Column::SpanId) {
+            self.span_id.push(row.span_id);
+        }
+        if c.contains(Column::ParentSpanId) {
+            self.parent_span_id.push(row.parent_span_id);
+        }
+        if c.contains(Column::Depth) {
+            self.depth.push(row.depth);
+        }
+        let s = row.scope;
+        if c.contains(Column::Hash) {
+            self.hash.push(s.hash);
+        }
+        if c.contains(Column::Name) {
+            self.name.push(s.name);
+        }
+        if c.contains(Column::Filename) {
+            self.filename.push(s.filename);
+        }
+        if c.contains(Column::Target) {
+            self.target.push(s.target);
+        }
+        if c.contains(Column::Line) {
+            self.line.push(s.line);
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Adds the properties of one row. Inlined: most rows have none, and then this is the
+    /// offset push alone.
+    #[inline(always)]
+    fn push_properties<'a>(
         &mut self,
         pairs: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> Result<(), ArrowError> {
         for (key, value) in pairs {
-            self.property_keys.push(key)?;
-            self.property_values.push(value)?;
+            self.push_property(key, value)?;
         }
         let end = i32::try_from(self.property_keys.len())
             .map_err(|_| ArrowError::ComputeError("too many properties in one batch".into()))?;
         self.property_offsets.push(end);
         Ok(())
+    }
+
+    fn push_property(&mut self, key: &str, value: &str) -> Result<(), ArrowError> {
+        self.property_keys.push(key)?;
+        self.property_values.push(value)
     }
 
     /// Reserves room for `rows` more rows in the requested columns.
@@ -374,4 +467,64 @@ fn id_array(column: &mut IdColumn) -> Result<ArrayRef, ArrowError> {
     let values: ArrayRef = Arc::new(column.values.take()?);
     column.current = 0;
     dict(std::mem::take(&mut column.keys), values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Int64Type, UInt32Type};
+
+    fn row(span_id: i64, scope: ScopeKeys) -> EventRow {
+        EventRow {
+            time: 1_000 + span_id,
+            event_type: EventType::End,
+            span_id,
+            parent_span_id: 1,
+            depth: 2,
+            scope,
+        }
+    }
+
+    #[test]
+    fn push_row_fills_every_built_column_and_truncate_undoes_it() {
+        let mut out = EventBatchBuilder::new(ColumnSet::all());
+        out.start_block("s", "b").unwrap();
+        let scope = ScopeKeys {
+            name: out.intern("poll").unwrap(),
+            filename: out.intern("a.rs").unwrap(),
+            target: out.intern("app").unwrap(),
+            line: 12,
+            hash: 99,
+        };
+        out.push_row(row(10, scope), [("k", "v")].into_iter())
+            .unwrap();
+        out.push_row(row(11, scope), std::iter::empty()).unwrap();
+        out.push_row(row(12, scope), [("x", "y"), ("z", "w")].into_iter())
+            .unwrap();
+        assert_eq!(out.len(), 3);
+        out.truncate(2);
+        let batch = out.finish().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert!(batch.columns().iter().all(|c| c.len() == 2));
+        let span = batch.column(4).as_primitive::<Int64Type>();
+        assert_eq!(span.values(), &[10, 11]);
+        assert_eq!(batch.column(11).as_primitive::<UInt32Type>().value(1), 12);
+        let properties = batch.column(12).as_map();
+        assert_eq!(properties.value_offsets(), &[0, 1, 1]);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn push_row_without_scope_columns_needs_no_scope() {
+        let columns = ColumnSet::none().with(Column::SpanId).with(Column::Time);
+        let mut out = EventBatchBuilder::new(columns);
+        out.start_block("s", "b").unwrap();
+        out.push_row(row(5, ScopeKeys::default()), [("ignored", "")].into_iter())
+            .unwrap();
+        let batch = out.finish().unwrap();
+        assert_eq!(batch.num_columns(), 2);
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.column(1).as_primitive::<Int64Type>().value(0), 5);
+    }
 }

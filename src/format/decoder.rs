@@ -1,17 +1,21 @@
 //! The async-event decoder: walks a block's objects buffer and appends every async span event
 //! that passes the [`RowFilter`] to an [`EventBatchBuilder`].
 //!
+//! Each record goes through three steps: framing (`RecordIter`, shared with the dependencies
+//! walk), filtering (`admit`, on the raw fields) and column filling (`EventBatchBuilder::push_row`).
 //! Records that are not async events (thread span events, anything else) are skipped by their
 //! size alone. Fields are read at the offsets of the stream's [`StreamLayout`]. Strings are
 //! resolved once per span description per block, and only when a string column, the hash, the
 //! properties or a name/target filter needs them; otherwise the dependencies buffer is not even
 //! decompressed.
 
-use super::builder::EventBatchBuilder;
-use super::dependencies::{Dependencies, Entry, IdMap, dangling, read_u32, read_u64};
+use super::builder::{EventBatchBuilder, EventRow, ScopeKeys};
+use super::dependencies::{Dependencies, Entry, EntryIndex, IdMap, dangling, read_u32, read_u64};
 use super::error::{FormatError, FormatResult};
 use super::hash::scope_hash;
-use super::layout::{AsyncEventLayout, EventType, ScopeSource, Slot, StreamLayout};
+use super::layout::{
+    AsyncEventLayout, EventType, ObjectKind, ObjectType, ScopeSource, StreamLayout,
+};
 use super::lz4::{decompress_frame, decompress_frame_into};
 use super::payload::{BlockPayload, PayloadView};
 use super::schema::Column;
@@ -135,15 +139,48 @@ pub struct DecodeSummary {
     pub time_ordered: bool,
 }
 
+impl DecodeSummary {
+    /// Counts an appended row of this time.
+    #[inline]
+    fn add_row(&mut self, time: i64) {
+        if self.max_time.is_some_and(|last| time < last) {
+            self.time_ordered = false;
+        }
+        self.rows += 1;
+        self.min_time = Some(self.min_time.map_or(time, |m| m.min(time)));
+        self.max_time = Some(self.max_time.map_or(time, |m| m.max(time)));
+    }
+}
+
 /// A resolved span scope, cached per block.
 #[derive(Debug, Clone, Copy)]
 struct Scope {
-    name: i32,
-    filename: i32,
-    target: i32,
-    line: u32,
-    hash: u32,
+    keys: ScopeKeys,
+    /// Whether the scope passes the filter's names and targets.
     keep: bool,
+}
+
+/// The fixed fields of an async event record, read at its layout's offsets.
+#[derive(Debug, Clone, Copy)]
+struct RawEvent {
+    event_type: EventType,
+    depth: u32,
+    span_id: i64,
+    parent_span_id: i64,
+    ticks: i64,
+}
+
+impl RawEvent {
+    #[inline(always)]
+    fn read(l: &AsyncEventLayout, record: &[u8]) -> Self {
+        Self {
+            event_type: l.event_type,
+            depth: read_u32(record, l.depth).unwrap_or(0),
+            span_id: read_u64(record, l.span_id) as i64,
+            parent_span_id: read_u64(record, l.parent_span_id) as i64,
+            ticks: read_u64(record, l.time) as i64,
+        }
+    }
 }
 
 /// Decodes blocks into an [`EventBatchBuilder`]. Keeps its tables between blocks to reuse their
@@ -160,7 +197,6 @@ pub struct AsyncEventDecoder {
     objects_buf: Vec<u8>,
 }
 
-const OBJECTS: &str = "objects";
 const RECENT: usize = 32;
 
 /// A failure to build the batch (a column past Arrow's 2 GiB, too many strings): not a defect of
@@ -280,167 +316,47 @@ impl AsyncEventDecoder {
         out.start_block(ids.stream_id, ids.block_id)
             .map_err(arrow_err)?;
         let cols = out.columns();
-        let want_time = cols.contains(Column::Time);
-        let want_event_type = cols.contains(Column::EventType);
-        let want_span = cols.contains(Column::SpanId);
-        let want_parent = cols.contains(Column::ParentSpanId);
-        let want_depth = cols.contains(Column::Depth);
-        let want_hash = cols.contains(Column::Hash);
-        let want_name = cols.contains(Column::Name);
-        let want_filename = cols.contains(Column::Filename);
-        let want_target = cols.contains(Column::Target);
-        let want_line = cols.contains(Column::Line);
+        let need_time = cols.contains(Column::Time) || filter.time.is_some();
         let want_properties = cols.contains(Column::Properties);
-        let need_time = want_time || filter.time.is_some();
         self.recent.fill(None);
 
         out.reserve(buf.len() / 48);
-        let type_name = |index: u8| -> &str {
-            layout
-                .objects
-                .get(usize::from(index))
-                .map_or("?", |t| t.name.as_str())
-        };
-        let mut pos = 0usize;
-        let mut last_time = i64::MIN;
-        while pos < buf.len() {
-            let record_start = pos;
-            let index = buf[pos];
-            let Some(&slot) = layout.slots.get(usize::from(index)) else {
-                return Err(FormatError::UnknownTypeIndex {
-                    buffer: OBJECTS,
-                    index,
-                    offset: pos,
-                    known: layout.objects.len(),
-                });
-            };
-            pos += 1;
-            let size = if slot.dynamic {
-                match read_u32(buf, pos) {
-                    Some(n) => {
-                        pos += 4;
-                        n as usize
-                    }
-                    None => {
-                        return Err(truncated(
-                            type_name(index),
-                            record_start,
-                            4,
-                            buf.len() - pos,
-                        ));
-                    }
-                }
-            } else {
-                slot.size as usize
-            };
-            let Some(record) = buf.get(pos..pos.saturating_add(size)) else {
-                return Err(truncated(
-                    type_name(index),
-                    record_start,
-                    size,
-                    buf.len() - pos,
-                ));
-            };
-            pos += size;
+        for record in layout.object_records(buf) {
+            // Framing.
+            let record = record?;
             summary.objects += 1;
-            if slot.async_index == Slot::SKIP {
-                continue;
-            }
-            let Some(l) = layout.async_layouts.get(usize::from(slot.async_index)) else {
+            let ObjectKind::Async(l) = &record.ty.kind else {
                 continue;
             };
             summary.events += 1;
 
-            if filter.event_type.is_some_and(|t| t != l.event_type) {
+            // Filtering.
+            let raw = RawEvent::read(l, record.bytes);
+            let Some(mut row) = admit(filter, raw, clock, need_time) else {
                 continue;
-            }
-            let depth = read_u32(record, l.depth).unwrap_or(0);
-            if filter
-                .depth
-                .is_some_and(|(lo, hi)| depth < lo || depth > hi)
-            {
-                continue;
-            }
-            let span_id = read_u64(record, l.span_id) as i64;
-            if filter
-                .span_ids
-                .as_ref()
-                .is_some_and(|s| s.binary_search(&span_id).is_err())
-            {
-                continue;
-            }
-            let parent_span_id = read_u64(record, l.parent_span_id) as i64;
-            if filter
-                .parent_span_ids
-                .as_ref()
-                .is_some_and(|s| s.binary_search(&parent_span_id).is_err())
-            {
-                continue;
-            }
-            let time = if need_time {
-                clock.ticks_to_ns(read_u64(record, l.time) as i64)
-            } else {
-                0
             };
-            if filter.time.is_some_and(|(lo, hi)| time < lo || time > hi) {
-                continue;
-            }
-            let scope = if with_scope {
-                let scope = self.scope(type_name(index), l, record, filter, out)?;
+            if with_scope {
+                let scope = self.scope(record.ty, l, record.bytes, filter, out)?;
                 if !scope.keep {
                     continue;
                 }
-                Some(scope)
+                row.scope = scope.keys;
+            }
+
+            // Column filling.
+            let properties = if want_properties {
+                self.property_set(record.ty, l, record.bytes)?
             } else {
-                None
+                &[]
             };
+            let deps = &self.dependencies;
+            out.push_row(
+                row,
+                properties.iter().map(|&(k, v)| (deps.str(k), deps.str(v))),
+            )
+            .map_err(arrow_err)?;
 
-            // The row is kept: fill the requested columns.
-            if want_properties {
-                self.push_properties(type_name(index), l, record, out)?;
-            }
-            out.push_ids();
-            if want_time {
-                out.time.push(time);
-            }
-            if want_event_type {
-                out.event_type.push(l.event_type as i32);
-            }
-            if want_span {
-                out.span_id.push(span_id);
-            }
-            if want_parent {
-                out.parent_span_id.push(parent_span_id);
-            }
-            if want_depth {
-                out.depth.push(depth);
-            }
-            if let Some(s) = scope {
-                if want_hash {
-                    out.hash.push(s.hash);
-                }
-                if want_name {
-                    out.name.push(s.name);
-                }
-                if want_filename {
-                    out.filename.push(s.filename);
-                }
-                if want_target {
-                    out.target.push(s.target);
-                }
-                if want_line {
-                    out.line.push(s.line);
-                }
-            }
-            out.len += 1;
-
-            summary.rows += 1;
-            if time < last_time {
-                summary.time_ordered = false;
-            }
-            last_time = time;
-            summary.min_time = Some(summary.min_time.map_or(time, |m| m.min(time)));
-            summary.max_time = Some(summary.max_time.map_or(time, |m| m.max(time)));
+            summary.add_row(row.time);
         }
         Ok(summary)
     }
@@ -448,7 +364,7 @@ impl AsyncEventDecoder {
     /// Resolves (and caches) the name, file, target, line and hash of an event's span.
     fn scope(
         &mut self,
-        type_name: &str,
+        ty: &ObjectType,
         l: &AsyncEventLayout,
         record: &[u8],
         filter: &RowFilter,
@@ -479,7 +395,7 @@ impl AsyncEventDecoder {
                     )) => (name, target, file, line),
                     found => {
                         return Err(dangling(
-                            type_name,
+                            &ty.name,
                             "span_desc",
                             id,
                             found.is_some(),
@@ -509,7 +425,7 @@ impl AsyncEventDecoder {
                     Some((_, Entry::Location { target, file, line })) => (target, file, line),
                     found => {
                         return Err(dangling(
-                            type_name,
+                            &ty.name,
                             "span_location",
                             loc_id,
                             found.is_some(),
@@ -517,7 +433,7 @@ impl AsyncEventDecoder {
                         ));
                     }
                 };
-                let name_entry = self.dependencies.string_ref(name_id, type_name, "name")?;
+                let name_entry = self.dependencies.string_ref(name_id, &ty.name, "name")?;
                 let deps = &self.dependencies;
                 let scope = make_scope(
                     deps.str(name_entry),
@@ -533,37 +449,73 @@ impl AsyncEventDecoder {
         }
     }
 
-    fn push_properties(
+    /// The (name, value) entries of a tagged end's property set; none for other events.
+    fn property_set(
         &self,
-        type_name: &str,
+        ty: &ObjectType,
         l: &AsyncEventLayout,
         record: &[u8],
-        out: &mut EventBatchBuilder,
-    ) -> FormatResult<()> {
+    ) -> FormatResult<&[(EntryIndex, EntryIndex)]> {
         let Some(offset) = l.properties else {
-            return out.push_properties(std::iter::empty()).map_err(arrow_err);
+            return Ok(&[]);
         };
         let id = read_u64(record, offset);
-        let (start, end) = match self.dependencies.lookup(id) {
-            Some((_, Entry::PropertySet { start, end })) => (start, end),
-            found => {
-                return Err(dangling(
-                    type_name,
-                    "properties",
-                    id,
-                    found.is_some(),
-                    "PropertySetDependency",
-                ));
+        match self.dependencies.lookup(id) {
+            Some((_, Entry::PropertySet { start, end })) => {
+                Ok(self.dependencies.property_set(start, end))
             }
-        };
-        let deps = &self.dependencies;
-        out.push_properties(
-            deps.property_set(start, end)
-                .iter()
-                .map(|&(k, v)| (deps.str(k), deps.str(v))),
-        )
-        .map_err(arrow_err)
+            found => Err(dangling(
+                &ty.name,
+                "properties",
+                id,
+                found.is_some(),
+                "PropertySetDependency",
+            )),
+        }
     }
+}
+
+/// Filtering: the row of an async event if it passes `filter` on its own fields (names and
+/// targets are judged once per scope). The time is converted from ticks only when the column
+/// or the filter needs it, and after the cheaper tests.
+#[inline(always)]
+fn admit(
+    filter: &RowFilter,
+    raw: RawEvent,
+    clock: &TickConverter,
+    need_time: bool,
+) -> Option<EventRow> {
+    if filter.event_type.is_some_and(|t| t != raw.event_type)
+        || filter
+            .depth
+            .is_some_and(|(lo, hi)| raw.depth < lo || raw.depth > hi)
+        || filter
+            .span_ids
+            .as_ref()
+            .is_some_and(|s| s.binary_search(&raw.span_id).is_err())
+        || filter
+            .parent_span_ids
+            .as_ref()
+            .is_some_and(|s| s.binary_search(&raw.parent_span_id).is_err())
+    {
+        return None;
+    }
+    let time = if need_time {
+        clock.ticks_to_ns(raw.ticks)
+    } else {
+        0
+    };
+    if filter.time.is_some_and(|(lo, hi)| time < lo || time > hi) {
+        return None;
+    }
+    Some(EventRow {
+        time,
+        event_type: raw.event_type,
+        span_id: raw.span_id,
+        parent_span_id: raw.parent_span_id,
+        depth: raw.depth,
+        scope: ScopeKeys::default(),
+    })
 }
 
 fn make_scope(
@@ -577,12 +529,12 @@ fn make_scope(
     let cols = out.columns();
     let mut intern = |wanted: Column, s: &str| -> FormatResult<i32> {
         if cols.contains(wanted) {
-            out.strings.intern(s).map_err(arrow_err)
+            out.intern(s).map_err(arrow_err)
         } else {
             Ok(0)
         }
     };
-    Ok(Scope {
+    let keys = ScopeKeys {
         name: intern(Column::Name, name)?,
         filename: intern(Column::Filename, filename)?,
         target: intern(Column::Target, target)?,
@@ -592,16 +544,60 @@ fn make_scope(
         } else {
             0
         },
+    };
+    Ok(Scope {
+        keys,
         keep: filter.keeps_scope(name, target),
     })
 }
 
-fn truncated(type_name: &str, offset: usize, needed: usize, available: usize) -> FormatError {
-    FormatError::Truncated {
-        buffer: OBJECTS,
-        type_name: type_name.to_owned(),
-        offset,
-        needed,
-        available,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admit_judges_the_raw_fields_and_converts_time_only_when_needed() {
+        let clock = TickConverter::new(0, 1_000, 1_000_000_000, None).unwrap();
+        let raw = RawEvent {
+            event_type: EventType::End,
+            depth: 3,
+            span_id: 7,
+            parent_span_id: 5,
+            ticks: 2_000,
+        };
+        let all = RowFilter::all();
+        let row = admit(&all, raw, &clock, false).unwrap();
+        assert_eq!((row.time, row.span_id, row.depth), (0, 7, 3));
+        assert_eq!(admit(&all, raw, &clock, true).unwrap().time, 1_000 + 2_000);
+
+        let keeps = |filter: RowFilter| admit(&filter, raw, &clock, true).is_some();
+        assert!(keeps(RowFilter {
+            event_type: Some(EventType::End),
+            depth: Some((3, 3)),
+            time: Some((3_000, 3_000)),
+            span_ids: Some(vec![1, 7]),
+            parent_span_ids: Some(vec![5]),
+            ..RowFilter::all()
+        }));
+        assert!(!keeps(RowFilter {
+            event_type: Some(EventType::Begin),
+            ..RowFilter::all()
+        }));
+        assert!(!keeps(RowFilter {
+            depth: Some((4, 9)),
+            ..RowFilter::all()
+        }));
+        assert!(!keeps(RowFilter {
+            span_ids: Some(vec![6, 8]),
+            ..RowFilter::all()
+        }));
+        assert!(!keeps(RowFilter {
+            parent_span_ids: Some(vec![]),
+            ..RowFilter::all()
+        }));
+        assert!(!keeps(RowFilter {
+            time: Some((3_001, i64::MAX)),
+            ..RowFilter::all()
+        }));
     }
 }

@@ -5,7 +5,8 @@
 //! (producer addresses, or block-scoped dynamic ids): they mean nothing outside their block.
 
 use super::error::{FormatError, FormatResult};
-use super::layout::{DependencyKind, PropertyLayout, RecordSize, StreamLayout};
+use super::layout::{DependencyKind, PropertyLayout, StreamLayout};
+use super::records::Record;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -77,90 +78,54 @@ impl Dependencies {
         self.entries.clear();
         self.text.clear();
         self.properties.clear();
-        let mut pos = 0usize;
-        while pos < buf.len() {
-            let record_start = pos;
-            let index = buf[pos];
-            let ty = layout.dependencies.get(usize::from(index)).ok_or(
-                FormatError::UnknownTypeIndex {
-                    buffer: BUFFER,
-                    index,
-                    offset: pos,
-                    known: layout.dependencies.len(),
-                },
-            )?;
-            pos += 1;
-            let size = match ty.size {
-                RecordSize::Fixed(n) => n,
-                RecordSize::Dynamic => {
-                    let n = read_u32(buf, pos).ok_or_else(|| FormatError::Truncated {
-                        buffer: BUFFER,
-                        type_name: ty.name.clone(),
-                        offset: record_start,
-                        needed: 4,
-                        available: buf.len() - pos,
-                    })?;
-                    pos += 4;
-                    n as usize
-                }
-            };
-            let record = buf
-                .get(pos..)
-                .and_then(|rest| rest.get(..size))
-                .ok_or_else(|| FormatError::Truncated {
-                    buffer: BUFFER,
-                    type_name: ty.name.clone(),
-                    offset: record_start,
-                    needed: size,
-                    available: buf.len() - pos,
-                })?;
-            pos += size;
+        for record in layout.dependency_records(buf) {
+            let Record { ty, offset, bytes } = record?;
             let malformed = |detail: String| FormatError::MalformedRecord {
                 buffer: BUFFER,
                 type_name: ty.name.clone(),
-                offset: record_start,
+                offset,
                 detail,
             };
             match &ty.kind {
                 DependencyKind::Skip => {}
                 DependencyKind::StaticString => {
-                    let (id, bytes) = split_id(record).ok_or_else(|| {
-                        malformed(format!("{size} bytes cannot hold the 8-byte id"))
+                    let (id, text) = split_id(bytes).ok_or_else(|| {
+                        malformed(format!("{} bytes cannot hold the 8-byte id", bytes.len()))
                     })?;
-                    let s = std::str::from_utf8(bytes).map_err(|_| FormatError::InvalidString {
+                    let s = std::str::from_utf8(text).map_err(|_| FormatError::InvalidString {
                         type_name: "StaticString",
                         encoding: "UTF-8",
-                        offset: record_start,
+                        offset,
                     })?;
-                    self.insert_str(id, s, record_start)?;
+                    self.insert_str(id, s, offset)?;
                 }
                 DependencyKind::StaticStringDependency => {
-                    self.read_codec_string(record, record_start, &malformed)?;
+                    self.read_codec_string(bytes, offset, &malformed)?;
                 }
                 DependencyKind::PropertySet => {
                     let property = layout.property.ok_or_else(|| {
                         malformed("the stream metadata has no Property type".into())
                     })?;
-                    self.read_property_set(record, record_start, property, &malformed)?;
+                    self.read_property_set(bytes, offset, property, &malformed)?;
                 }
                 DependencyKind::SpanRecord(l) => {
                     let referrer = "SpanRecord";
                     let entry = Entry::Description {
-                        name: self.string_ref(read_u64(record, l.name), referrer, "name")?,
-                        target: self.string_ref(read_u64(record, l.target), referrer, "target")?,
-                        file: self.string_ref(read_u64(record, l.file), referrer, "file")?,
-                        line: read_u32(record, l.line).unwrap_or(0),
+                        name: self.string_ref(read_u64(bytes, l.name), referrer, "name")?,
+                        target: self.string_ref(read_u64(bytes, l.target), referrer, "target")?,
+                        file: self.string_ref(read_u64(bytes, l.file), referrer, "file")?,
+                        line: read_u32(bytes, l.line).unwrap_or(0),
                     };
-                    self.insert(read_u64(record, l.id), entry, record_start)?;
+                    self.insert(read_u64(bytes, l.id), entry, offset)?;
                 }
                 DependencyKind::SpanLocationRecord(l) => {
                     let referrer = "SpanLocationRecord";
                     let entry = Entry::Location {
-                        target: self.string_ref(read_u64(record, l.target), referrer, "target")?,
-                        file: self.string_ref(read_u64(record, l.file), referrer, "file")?,
-                        line: read_u32(record, l.line).unwrap_or(0),
+                        target: self.string_ref(read_u64(bytes, l.target), referrer, "target")?,
+                        file: self.string_ref(read_u64(bytes, l.file), referrer, "file")?,
+                        line: read_u32(bytes, l.line).unwrap_or(0),
                     };
-                    self.insert(read_u64(record, l.id), entry, record_start)?;
+                    self.insert(read_u64(bytes, l.id), entry, offset)?;
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 use super::error::{FormatError, FormatResult};
 use super::metadata::{Member, UserDefinedType, parse_udt_list};
+use super::records::{Framing, RecordIter, RecordType};
 
 /// Whether an async event opens or closes a span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,15 +26,6 @@ impl EventType {
             EventType::End => "end",
         }
     }
-}
-
-/// How records of a type are framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RecordSize {
-    /// Every record has this many payload bytes.
-    Fixed(usize),
-    /// Each record starts with a u32 LE payload size.
-    Dynamic,
 }
 
 /// Where an async event's name, file, target and line come from.
@@ -70,12 +62,7 @@ pub(crate) enum ObjectKind {
 }
 
 /// One type index of the objects buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ObjectType {
-    pub name: String,
-    pub size: RecordSize,
-    pub kind: ObjectKind,
-}
+pub(crate) type ObjectType = RecordType<ObjectKind>;
 
 /// Field offsets of a `SpanRecord` (a static span description).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,27 +107,7 @@ pub(crate) enum DependencyKind {
 }
 
 /// One type index of the dependencies buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DependencyType {
-    pub name: String,
-    pub size: RecordSize,
-    pub kind: DependencyKind,
-}
-
-/// What the record walk needs of a type index, packed small: framing and, for async events,
-/// the index of their layout in [`StreamLayout::async_layouts`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Slot {
-    /// Fixed payload size (ignored when `dynamic`).
-    pub size: u32,
-    pub dynamic: bool,
-    /// Index into `async_layouts`, or [`Slot::SKIP`].
-    pub async_index: u8,
-}
-
-impl Slot {
-    pub const SKIP: u8 = u8::MAX;
-}
+pub(crate) type DependencyType = RecordType<DependencyKind>;
 
 /// A stream's metadata compiled for the async-event decoder.
 ///
@@ -151,9 +118,6 @@ pub struct StreamLayout {
     pub(crate) objects: Vec<ObjectType>,
     pub(crate) dependencies: Vec<DependencyType>,
     pub(crate) property: Option<PropertyLayout>,
-    /// One per type index that a record can have (at most 256).
-    pub(crate) slots: Vec<Slot>,
-    pub(crate) async_layouts: Vec<AsyncEventLayout>,
 }
 
 impl StreamLayout {
@@ -185,43 +149,24 @@ impl StreamLayout {
             }),
             None => None,
         };
-        let mut async_layouts = Vec::new();
-        let mut slots = Vec::with_capacity(objects_out.len().min(256));
-        for ty in objects_out.iter().take(256) {
-            let (size, dynamic) = match ty.size {
-                RecordSize::Fixed(n) => (
-                    u32::try_from(n).map_err(|_| {
-                        FormatError::Metadata(format!("type {} has a size of {n} bytes", ty.name))
-                    })?,
-                    false,
-                ),
-                RecordSize::Dynamic => (0, true),
-            };
-            let async_index = match &ty.kind {
-                ObjectKind::Skip => Slot::SKIP,
-                ObjectKind::Async(l) => {
-                    if async_layouts.len() >= usize::from(Slot::SKIP) {
-                        return Err(FormatError::Metadata(
-                            "more than 254 async event types".into(),
-                        ));
-                    }
-                    async_layouts.push(l.clone());
-                    (async_layouts.len() - 1) as u8
-                }
-            };
-            slots.push(Slot {
-                size,
-                dynamic,
-                async_index,
-            });
-        }
         Ok(Self {
             objects: objects_out,
             dependencies: deps_out,
             property,
-            slots,
-            async_layouts,
         })
+    }
+
+    /// The records of a decompressed objects buffer.
+    pub(crate) fn object_records<'a>(&'a self, buf: &'a [u8]) -> RecordIter<'a, ObjectKind> {
+        RecordIter::new("objects", &self.objects, buf)
+    }
+
+    /// The records of a decompressed dependencies buffer.
+    pub(crate) fn dependency_records<'a>(
+        &'a self,
+        buf: &'a [u8],
+    ) -> RecordIter<'a, DependencyKind> {
+        RecordIter::new("dependencies", &self.dependencies, buf)
     }
 
     /// Whether any object type of the stream is an async span event.
@@ -244,10 +189,17 @@ impl StreamLayout {
     }
 }
 
-fn record_size(udt: &UserDefinedType) -> RecordSize {
+fn framing(udt: &UserDefinedType) -> FormatResult<Framing> {
     match udt.size {
-        0 => RecordSize::Dynamic,
-        n => RecordSize::Fixed(n),
+        0 => Ok(Framing {
+            size: 0,
+            dynamic: true,
+        }),
+        n => Ok(Framing {
+            size: u32::try_from(n)
+                .map_err(|_| meta_err(udt, format_args!("has a size of {n} bytes")))?,
+            dynamic: false,
+        }),
     }
 }
 
@@ -346,7 +298,7 @@ fn compile_object(udt: &UserDefinedType, list: &[UserDefinedType]) -> FormatResu
         _ => {
             return Ok(ObjectType {
                 name: udt.name.clone(),
-                size: record_size(udt),
+                framing: framing(udt)?,
                 kind: ObjectKind::Skip,
             });
         }
@@ -378,7 +330,7 @@ fn compile_object(udt: &UserDefinedType, list: &[UserDefinedType]) -> FormatResu
     };
     Ok(ObjectType {
         name: udt.name.clone(),
-        size: RecordSize::Fixed(size),
+        framing: framing(udt)?,
         kind: ObjectKind::Async(layout),
     })
 }
@@ -423,7 +375,7 @@ fn compile_dependency(
     }
     Ok(DependencyType {
         name: udt.name.clone(),
-        size: record_size(udt),
+        framing: framing(udt)?,
         kind,
     })
 }

@@ -14,6 +14,7 @@ mod layout;
 mod lz4;
 mod metadata;
 mod payload;
+mod records;
 mod schema;
 mod ticks;
 
