@@ -6,7 +6,11 @@
 //! cargo run --release --example sql_bench -- scan --dir /tmp/ae-bench   # peak RSS of a full scan
 //! cargo run --release --example sql_bench -- spans --dir /tmp/ae-bench  # async_spans vs self-join
 //! cargo run --release --example sql_bench -- spans-rss --dir /tmp/ae-bench --query spans|join
+//! cargo run --release --example sql_bench -- one-stream --dir /tmp/ae-one [--events 1000000]
 //! ```
+//! `one-stream` builds (once) a lake of one process with a single thread stream and times the
+//! same queries read by 1 partition and by 2 (`target_partitions`): the speed-up of cutting a
+//! busy stream's blocks into runs.
 //! `build` writes realistic thread blocks (256 KiB buffers, 5 worker threads, a third of the
 //! records sync span events) with micromegas-tracing's own `ThreadStream`, encoded by
 //! micromegas's sink, into an embedded lake (SQLite + folder). `run` times the queries (median
@@ -153,6 +157,7 @@ async fn main() {
                 t.elapsed().as_secs_f64()
             );
         }
+        "one-stream" => one_stream(&args).await,
         "scan" => {
             let lake = Lake::embedded(lake_paths(&args.dir)).await.unwrap();
             let pid = process_id(&lake).await;
@@ -307,5 +312,65 @@ async fn main() {
             );
         }
         other => panic!("unknown mode {other}: build, run, scan, spans or spans-rss"),
+    }
+}
+
+/// A process with one thread stream, read by 1 and by 2 partitions.
+async fn one_stream(args: &Args) {
+    let dir = lake_paths(&args.dir);
+    if !dir
+        .join(datafusion_async_events::lake::EMBEDDED_DB_FILE)
+        .exists()
+    {
+        let shape = Shape {
+            streams: 1,
+            // about 4 540 async events per 256 KiB block
+            blocks_per_stream: (args.events / 4_540).max(2),
+            buffer_bytes: 256 * 1024,
+            block_duration: chrono::Duration::seconds(6),
+        };
+        let rec = realistic(shape, chrono::Utc::now() - chrono::Duration::hours(2), 2027);
+        let lake = Lake::embedded(&dir).await.unwrap();
+        store(&lake, &rec).await;
+        println!("built {}: {} blocks", dir.display(), rec.blocks.len());
+    }
+    let lake = Lake::embedded(&dir).await.unwrap();
+    let pid = process_id(&lake).await;
+    let queries = [
+        ("full scan", format!("SELECT * FROM async_events('{pid}')")),
+        (
+            "aggregate",
+            format!(
+                "SELECT name, count(*), max(depth) FROM async_events('{pid}') \
+                 WHERE event_type = 'begin' GROUP BY name"
+            ),
+        ),
+    ];
+    println!("| query | rows | 1 partition | 2 partitions | speed-up |");
+    println!("|---|---|---|---|---|");
+    for (what, sql) in &queries {
+        let mut medians = Vec::new();
+        let mut rows = 0;
+        for partitions in [1, 2] {
+            let config =
+                datafusion::prelude::SessionConfig::new().with_target_partitions(partitions);
+            let ctx = SessionContext::new_with_config(config);
+            register(&ctx, lake.clone());
+            measure(&ctx, sql).await; // warm-up: the page cache, compiled layouts
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let (n, elapsed, _) = measure(&ctx, sql).await;
+                rows = n;
+                times.push(elapsed);
+            }
+            times.sort();
+            medians.push(times[times.len() / 2]);
+        }
+        println!(
+            "| {what} | {rows} | {:.0} ms | {:.0} ms | {:.2}× |",
+            medians[0].as_secs_f64() * 1e3,
+            medians[1].as_secs_f64() * 1e3,
+            medians[0].as_secs_f64() / medians[1].as_secs_f64()
+        );
     }
 }

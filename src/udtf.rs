@@ -7,7 +7,8 @@
 
 use crate::lake::Lake;
 use crate::provider::{
-    AsyncEventsTable, AsyncSpansTable, ScanOptions, TableContext, ThreadStreamsTable, parse_time,
+    AsyncEventsTable, AsyncSpansTable, LakeRegistry, ScanOptions, TableContext, ThreadStreamsTable,
+    parse_time,
 };
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, Result, ScalarValue, plan_err};
@@ -45,7 +46,20 @@ pub fn register(ctx: &SessionContext, lake: Lake) {
 }
 
 /// [`register`] with explicit scan options.
+///
+/// The lake is also added to the process's [`LakeRegistry`], installed as an extension of the
+/// session's config: a plan decoded in this process (see the `codec` feature) finds its lake
+/// there by URL.
 pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
+    let registry = LakeRegistry::global();
+    registry.add(&lake);
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        if state.config().get_extension::<LakeRegistry>().is_none() {
+            state.config_mut().set_extension(registry);
+        }
+    }
     for (name, function) in table_functions(lake, options) {
         ctx.register_udtf(name, function);
     }

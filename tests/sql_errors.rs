@@ -6,10 +6,11 @@ mod common;
 
 use common::lakes::{Backend, TestLake, open, store};
 use common::scripted::{out_of_order, scripted_033};
-use common::sql::{context, query, query_err, run_measured};
+use common::sql::{context, context_with, query, query_err, run_measured};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
-use datafusion::prelude::SessionContext;
+use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_async_events::lake::{LakeOptions, MissingBlobPolicy, blob_key};
 use datafusion_async_events::provider::ScanOptions;
 
@@ -105,6 +106,16 @@ on_both! {
         let err = query_err(&context(&t.lake), &format!("SELECT time, span_id FROM async_events('{pid}') ORDER BY time LIMIT 10")).await;
         assert!(err.contains(&format!("block {}", rec.blocks[1].block_id)), "{err}");
         assert!(err.contains("not in time order"), "{err}");
+        // Read by one partition, or by two that meet between the two blocks.
+        for partitions in [1, 2] {
+            let ctx = context_with(&t.lake, SessionConfig::new().with_target_partitions(partitions));
+            let sql = format!("SELECT time, span_id FROM async_events('{pid}')");
+            let plan = ctx.sql(&sql).await.unwrap().create_physical_plan().await.unwrap();
+            assert_eq!(plan.output_partitioning().partition_count(), partitions);
+            let err = query_err(&ctx, &format!("{sql} ORDER BY time")).await;
+            assert!(err.contains(&format!("block {}", rec.blocks[1].block_id)), "{partitions}: {err}");
+            assert!(err.contains(&format!("{}", rec.blocks[0].block_id)), "{partitions}: {err}");
+        }
         let relaxed = SessionContext::new();
         datafusion_async_events::register_with(&relaxed, t.lake.clone(), ScanOptions { declare_time_order: false, ..ScanOptions::default() });
         let rows = query(&relaxed, &format!("SELECT span_id FROM async_events('{pid}') ORDER BY time")).await;

@@ -84,20 +84,24 @@ on_both! {
             let t = open(backend).await;
             store(&t.lake, rec).await;
             let pid = rec.process.process_id;
-            let ctx = context(&t.lake);
             let reference = reference(backend, rec);
-            let got = query(&ctx, &format!("SELECT {ALL_COLUMNS} FROM async_spans('{pid}')")).await;
-            let want = query(&reference, &LEFT_JOIN.replace("{T}", "ref")).await;
-            assert_eq!(got[0].schema().field(10).data_type(), want[0].schema().field(10).data_type(), "duration types");
-            let (got, want) = (sorted_lines(&got), sorted_lines(&want));
-            assert!(got.len() > 100, "{}", got.len());
-            assert_eq!(got.len(), want.len());
-            assert_eq!(got, want);
-            // view_instance, and the join through our own scan, say the same.
-            let via_view = query(&ctx, &format!("SELECT {ALL_COLUMNS} FROM view_instance('async_spans', '{pid}')")).await;
-            assert_eq!(sorted_lines(&via_view), want);
-            let ours = query(&ctx, &LEFT_JOIN.replace("{T}", &format!("async_events('{pid}')"))).await;
-            assert_eq!(sorted_lines(&ours), want);
+            // Also with the busy streams cut into runs read by partitions of their own.
+            for partitions in [None, Some(8)] {
+                let config = partitions.map_or(SessionConfig::new(), |n| SessionConfig::new().with_target_partitions(n));
+                let ctx = context_with(&t.lake, config);
+                let got = query(&ctx, &format!("SELECT {ALL_COLUMNS} FROM async_spans('{pid}')")).await;
+                let want = query(&reference, &LEFT_JOIN.replace("{T}", "ref")).await;
+                assert_eq!(got[0].schema().field(10).data_type(), want[0].schema().field(10).data_type(), "duration types");
+                let (got, want) = (sorted_lines(&got), sorted_lines(&want));
+                assert!(got.len() > 100, "{}", got.len());
+                assert_eq!(got.len(), want.len());
+                assert_eq!(got, want);
+                // view_instance, and the join through our own scan, say the same.
+                let via_view = query(&ctx, &format!("SELECT {ALL_COLUMNS} FROM view_instance('async_spans', '{pid}')")).await;
+                assert_eq!(sorted_lines(&via_view), want);
+                let ours = query(&ctx, &LEFT_JOIN.replace("{T}", &format!("async_events('{pid}')"))).await;
+                assert_eq!(sorted_lines(&ours), want);
+            }
         }
     }
 }

@@ -1,12 +1,14 @@
 //! [`AsyncEventsExec`]: the leaf execution plan that reads blocks lazily into Arrow batches.
 //!
-//! One partition per thread stream, blocks in recording order, so each partition is sorted by
-//! `time` (declared when `time` is in the output, and checked while decoding). Nothing happens
+//! A partition per thread stream, or per contiguous run of a busy stream's blocks, in recording
+//! order, so each partition is sorted by `time` (declared when `time` is in the output, and
+//! checked while decoding, across the partitions of a stream too). Nothing happens
 //! before the first poll; a few blocks per partition are fetched ahead; dropping the stream stops
 //! all fetching. `ORDER BY time DESC` makes the partitions read newest blocks first, so that the
 //! TopK dynamic filter can skip the older ones.
 
-use super::plan::ScanState;
+use super::handles::ScanHandles;
+use super::plan::{Partitions, ScanState};
 use super::stream::{PartitionArgs, PartitionMetrics, partition_stream};
 use crate::format::Column;
 use chrono::DateTime;
@@ -36,7 +38,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 /// Batches a partition's task may have ready ahead of its consumer.
@@ -68,11 +70,15 @@ fn in_own_task(schema: SchemaRef, args: PartitionArgs) -> SendableRecordBatchStr
     Box::pin(RecordBatchStreamAdapter::new(schema, started))
 }
 
-/// Leaf plan reading the async events of one process: one partition per thread stream, blocks
+/// Leaf plan reading the async events of one process: a partition per thread stream (or per
+/// run of a busy stream's blocks), blocks
 /// fetched a few ahead and decoded lazily, pushed filters used to skip blocks.
 #[derive(Debug, Clone)]
 pub struct AsyncEventsExec {
     state: Arc<ScanState>,
+    /// The blocks of each partition: the planned runs, or one partition per stream when
+    /// reading newest first (see `try_pushdown_sort`).
+    partitions: Arc<Partitions>,
     /// Newest blocks first (for `ORDER BY time DESC`).
     reversed: bool,
     fetch: Option<usize>,
@@ -82,20 +88,84 @@ pub struct AsyncEventsExec {
     pushed: Option<Arc<dyn PhysicalExpr>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// What executes the partitions: captured by the table that planned the scan, or resolved
+    /// on the first execution (see [`super::handles`]). Never part of the plan's data.
+    handles: Arc<OnceLock<Arc<ScanHandles>>>,
 }
 
 impl AsyncEventsExec {
     pub(crate) fn new(state: ScanState, fetch: Option<usize>) -> Self {
         let state = Arc::new(state);
-        let props = Arc::new(properties(&state, false));
+        let partitions = Arc::new(state.plan.partitions.clone());
+        let props = Arc::new(properties(&state, &partitions, false));
         Self {
             state,
+            partitions,
             reversed: false,
             fetch,
             pushed: None,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
+            handles: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The scan executed with the handles of the table that planned it.
+    pub(crate) fn with_local_handles(self, handles: ScanHandles) -> Self {
+        let _ = self.handles.set(Arc::new(handles));
+        self
+    }
+
+    pub(crate) fn with_limit(mut self, fetch: Option<usize>) -> Self {
+        self.fetch = fetch;
+        self
+    }
+
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn state(&self) -> &Arc<ScanState> {
+        &self.state
+    }
+
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn partitions(&self) -> &Arc<Partitions> {
+        &self.partitions
+    }
+
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn pushed(&self) -> Option<&Arc<dyn PhysicalExpr>> {
+        self.pushed.as_ref()
+    }
+
+    /// A scan rebuilt from its data (a decoded plan): its handles are resolved when it runs.
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn from_parts(
+        state: ScanState,
+        partitions: Partitions,
+        reversed: bool,
+        fetch: Option<usize>,
+        pushed: Option<Arc<dyn PhysicalExpr>>,
+    ) -> Self {
+        let state = Arc::new(state);
+        let partitions = Arc::new(partitions);
+        let props = Arc::new(properties(&state, &partitions, reversed));
+        Self {
+            state,
+            partitions,
+            reversed,
+            fetch,
+            pushed,
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+            handles: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn handles(&self, context: &TaskContext) -> Result<Arc<ScanHandles>> {
+        if let Some(h) = self.handles.get() {
+            return Ok(h.clone());
+        }
+        let resolved = Arc::new(ScanHandles::resolve(&self.state, context)?);
+        Ok(self.handles.get_or_init(|| resolved).clone())
     }
 
     /// The process this scan reads.
@@ -105,7 +175,7 @@ impl AsyncEventsExec {
 
     /// Blocks the scan reads after planning-time pruning.
     pub fn planned_blocks(&self) -> usize {
-        self.state.plan.block_count()
+        self.partitions.block_count()
     }
 
     /// Whether blocks are read newest first.
@@ -121,11 +191,13 @@ impl AsyncEventsExec {
     /// (0 once every scan of the query has read its blocks).
     #[doc(hidden)]
     pub fn shared_bytes_held(&self) -> usize {
-        self.state.registration.held_bytes()
+        self.handles
+            .get()
+            .map_or(0, |h| h.registration.held_bytes())
     }
 }
 
-fn properties(state: &ScanState, reversed: bool) -> PlanProperties {
+fn properties(state: &ScanState, partitions: &Partitions, reversed: bool) -> PlanProperties {
     let schema = state.schema().clone();
     let ordering = match schema.index_of(Column::Time.name()) {
         Ok(i) if !reversed && state.options.declare_time_order => {
@@ -145,7 +217,7 @@ fn properties(state: &ScanState, reversed: bool) -> PlanProperties {
     };
     PlanProperties::new(
         eq,
-        Partitioning::UnknownPartitioning(state.plan.partitions.len().max(1)),
+        Partitioning::UnknownPartitioning(partitions.len().max(1)),
         EmissionType::Incremental,
         Boundedness::Bounded,
     )
@@ -167,10 +239,13 @@ impl DisplayAs for AsyncEventsExec {
             f,
             "AsyncEventsExec: process={}, streams={}, blocks={}/{}",
             s.process_id,
-            s.plan.partitions.len(),
-            s.plan.block_count(),
-            s.plan.listed_count()
+            s.plan.streams.len(),
+            self.partitions.block_count(),
+            self.partitions.listed_count()
         )?;
+        if self.partitions.len() != s.plan.streams.len() {
+            write!(f, ", partitions={}", self.partitions.len())?;
+        }
         if s.predicate.time != (None, None) {
             write!(
                 f,
@@ -268,7 +343,13 @@ impl ExecutionPlan for AsyncEventsExec {
         }
         let mut plan = self.clone();
         plan.reversed = !self.reversed;
-        plan.props = Arc::new(properties(&self.state, plan.reversed));
+        if plan.reversed {
+            // Newest first serves a TopK (`ORDER BY time DESC LIMIT n`), whose threshold only
+            // tightens as it sees rows: each partition reads its newest block before it is
+            // known, so a stream read by one partition reads the fewest blocks.
+            plan.partitions = Arc::new(self.state.plan.partitions.per_stream());
+        }
+        plan.props = Arc::new(properties(&self.state, &plan.partitions, plan.reversed));
         Ok(SortOrderPushdownResult::Inexact {
             inner: Arc::new(plan),
         })
@@ -324,7 +405,7 @@ impl ExecutionPlan for AsyncEventsExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let metrics = PartitionMetrics::new(&self.metrics, partition);
-        let planned = self.state.plan.partitions.get(partition);
+        let planned = self.partitions.get(partition);
         if let Some(p) = planned {
             metrics.blocks_listed.add(p.listed);
             metrics.blocks_pruned.add(p.listed - p.blocks.len());
@@ -332,7 +413,9 @@ impl ExecutionPlan for AsyncEventsExec {
         let ordered =
             !self.reversed && self.time_index().is_some() && self.state.options.declare_time_order;
         let args = PartitionArgs {
+            handles: self.handles(&context)?,
             state: self.state.clone(),
+            partitions: self.partitions.clone(),
             partition,
             reversed: self.reversed,
             ordered,

@@ -5,7 +5,11 @@
 //! The only module that speaks DataFusion expressions; it uses [`crate::format`] to decode and
 //! [`crate::lake`] to find and fetch blocks.
 
+mod boundaries;
+#[cfg(feature = "codec")]
+mod codec;
 mod exec;
+mod handles;
 mod metadata_tables;
 mod plan;
 mod predicate;
@@ -15,7 +19,10 @@ mod stream;
 mod table;
 mod threads;
 
+#[cfg(feature = "codec")]
+pub use codec::AsyncEventsCodec;
 pub use exec::AsyncEventsExec;
+pub use handles::{LakeLocation, LakeRegistry};
 pub use metadata_tables::{MetadataTable, register_metadata_tables};
 pub use plan::process_clock;
 pub use predicate::ScanPredicate;

@@ -3,8 +3,10 @@
 //!
 //! Blocks are pruned twice before any is fetched: in the metadata query, by their wall-clock
 //! bounds widened by [`ScanOptions::time_margin`], then precisely by their tick bounds converted
-//! with the process's clock. Each stream becomes one partition whose blocks are in recording
-//! order, so every partition is sorted by time.
+//! with the process's clock. Each stream's blocks, in recording order, become one partition or,
+//! when the scan has fewer busy streams than `target_partitions`, several contiguous runs of
+//! balanced weight (events per block): every partition is sorted by time, and the partitions of
+//! one stream follow each other in time order.
 //!
 //! Two assumptions of micromegas's producer make this pruning exact, and are stated here where
 //! they are used:
@@ -18,8 +20,8 @@
 //! not a micromegas lake.
 
 use super::ScanOptions;
+use super::handles::LakeLocation;
 use super::predicate::ScanPredicate;
-use super::shared::Registration;
 use crate::error::{Error, Result};
 use crate::format::{Column, ColumnSet, LatestTiming, StreamLayout, TickConverter};
 use crate::lake::{BlockRecord, Lake, ProcessRecord, StreamRecord, TimeRange};
@@ -28,16 +30,42 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-/// One partition: a stream and the blocks of it the scan reads, oldest first.
+/// A thread stream the scan reads, with the transit metadata its layout is compiled from.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedStream {
+    pub stream_id: Uuid,
     pub stream_id_text: String,
-    pub layout: Arc<StreamLayout>,
+    pub dependencies_metadata: Vec<u8>,
+    pub objects_metadata: Vec<u8>,
+}
+
+/// What the process's [`TickConverter`] is built from (a known or estimated frequency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClockParams {
+    pub start_ticks: i64,
+    pub start_ns: i64,
+    pub frequency: i64,
+}
+
+impl ClockParams {
+    /// The converter.
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub fn converter(&self) -> crate::format::FormatResult<TickConverter> {
+        TickConverter::new(self.start_ticks, self.start_ns, self.frequency, None)
+    }
+}
+
+/// One partition: a contiguous run of one stream's blocks, oldest first. A stream's partitions
+/// are consecutive in [`PlannedScan::partitions`] and in time order.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedPartition {
+    /// Index of the stream in [`PlannedScan::streams`].
+    pub stream: usize,
     pub blocks: Vec<BlockRecord>,
-    /// Blocks the metadata query returned for this stream.
+    /// Blocks the metadata query returned for this partition (the blocks pruned by tick bounds
+    /// are counted in the first partition of their stream).
     pub listed: usize,
 }
 
@@ -45,19 +73,115 @@ pub(crate) struct PlannedStream {
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedScan {
     pub clock: TickConverter,
-    pub partitions: Vec<PlannedStream>,
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub clock_params: ClockParams,
+    pub streams: Vec<PlannedStream>,
+    pub partitions: Partitions,
 }
 
-impl PlannedScan {
+/// The partitions of a scan, the runs of one stream next to each other in time order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Partitions(pub Vec<PlannedPartition>);
+
+impl Partitions {
+    /// The partitions.
+    pub fn get(&self, partition: usize) -> Option<&PlannedPartition> {
+        self.0.get(partition)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Blocks the scan will read.
     pub fn block_count(&self) -> usize {
-        self.partitions.iter().map(|p| p.blocks.len()).sum()
+        self.0.iter().map(|p| p.blocks.len()).sum()
     }
 
     /// Blocks the metadata query listed (before pruning by tick bounds).
     pub fn listed_count(&self) -> usize {
-        self.partitions.iter().map(|p| p.listed).sum()
+        self.0.iter().map(|p| p.listed).sum()
     }
+
+    /// The partition read just before `partition` in the same stream, if any: where the
+    /// stream's time order crosses a partition boundary.
+    pub fn previous_in_stream(&self, partition: usize) -> Option<usize> {
+        let previous = partition.checked_sub(1)?;
+        let (p, q) = (self.0.get(previous)?, self.0.get(partition)?);
+        (p.stream == q.stream).then_some(previous)
+    }
+
+    /// Whether `partition` is followed by another partition of the same stream.
+    pub fn has_next_in_stream(&self, partition: usize) -> bool {
+        self.previous_in_stream(partition + 1).is_some()
+    }
+
+    /// One partition per stream: the runs of each stream joined again.
+    pub fn per_stream(&self) -> Self {
+        let mut joined: Vec<PlannedPartition> = Vec::new();
+        for p in &self.0 {
+            match joined.last_mut() {
+                Some(last) if last.stream == p.stream => {
+                    last.blocks.extend(p.blocks.iter().cloned());
+                    last.listed += p.listed;
+                }
+                _ => joined.push(p.clone()),
+            }
+        }
+        Self(joined)
+    }
+}
+
+/// The weight of a block when partitions are balanced: its events (what decoding costs), plus
+/// one so that empty blocks still count for their fetch.
+fn block_weight(block: &BlockRecord) -> u64 {
+    u64::try_from(block.nb_objects).unwrap_or(0) + 1
+}
+
+/// How many contiguous ranges each stream is cut into so that a scan has about `target`
+/// partitions of balanced weight: a stream heavier than `1/target` of the total gets one range
+/// per `1/target` (rounded up, at most one per block); the others stay whole. A process with
+/// one busy thread then uses every core, and one with many streams is left as it is.
+fn ranges_per_stream(weights: &[u64], blocks: &[usize], target: usize) -> Vec<usize> {
+    let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    weights
+        .iter()
+        .zip(blocks)
+        .map(|(&w, &n)| {
+            let wanted = if total == 0 {
+                1
+            } else {
+                (u128::from(w) * target as u128).div_ceil(total)
+            };
+            (wanted.min(n as u128) as usize).max(1)
+        })
+        .collect()
+}
+
+/// Cuts blocks (in time order) into `ranges` contiguous, non-empty runs of about equal weight;
+/// returns the start index of each run.
+fn split_points(blocks: &[BlockRecord], ranges: usize) -> Vec<usize> {
+    let ranges = ranges.clamp(1, blocks.len().max(1));
+    let total: u64 = blocks.iter().map(block_weight).sum();
+    let mut starts = vec![0];
+    let mut seen = 0u64;
+    for (i, block) in blocks.iter().enumerate() {
+        let cut = starts.len() as u64;
+        if starts.len() == ranges {
+            break;
+        }
+        // Start the next run at the block whose middle passes this run's share, and early
+        // enough to leave a block for each run still to come.
+        let share = u128::from(total) * u128::from(cut) / ranges as u128;
+        let middle = 2 * u128::from(seen) + u128::from(block_weight(block));
+        let remaining = ranges - starts.len();
+        if i > 0 && (middle >= 2 * share || blocks.len() - i <= remaining) {
+            starts.push(i);
+        }
+        seen += block_weight(block);
+    }
+    starts
 }
 
 /// The columns a scan decodes and the order in which it outputs them.
@@ -120,19 +244,16 @@ impl ScanProjection {
     }
 }
 
-/// What every clone and partition of a planned scan shares: the blocks and how to read them.
+/// What every clone and partition of a planned scan shares: the blocks and how to read them,
+/// as data (what executes them is resolved when they run: see [`super::handles`]).
 #[derive(Debug)]
 pub(crate) struct ScanState {
-    pub lake: Lake,
+    pub location: LakeLocation,
     pub process_id: Uuid,
     pub plan: PlannedScan,
     pub predicate: ScanPredicate,
     pub projection: ScanProjection,
     pub options: ScanOptions,
-    pub registration: Registration,
-    /// Bounds concurrent fetches over all partitions (memory stays bounded whatever the number
-    /// of streams).
-    pub fetches: Arc<Semaphore>,
 }
 
 impl ScanState {
@@ -246,20 +367,31 @@ impl LayoutCache {
     }
 }
 
+/// Lists and prunes the blocks a scan reads, and cuts them into about `target_partitions`
+/// partitions (see [`ranges_per_stream`]), each a contiguous run of one stream in time order.
 pub(crate) async fn plan_scan(
     lake: &Lake,
     process_id: Uuid,
     predicate: &ScanPredicate,
     options: &ScanOptions,
     layouts: &LayoutCache,
-) -> Result<PlannedScan> {
+    target_partitions: usize,
+) -> Result<(PlannedScan, Vec<Arc<StreamLayout>>)> {
     let process = lake.process(process_id).await?;
     let clock = process_clock(lake, &process).await?;
+    let clock_params = ClockParams {
+        start_ticks: process.start_ticks,
+        start_ns: process.start_time.timestamp_nanos_opt().unwrap_or_default(),
+        frequency: clock.frequency(),
+    };
     if predicate.impossible {
-        return Ok(PlannedScan {
+        let plan = PlannedScan {
             clock,
-            partitions: vec![],
-        });
+            clock_params,
+            streams: vec![],
+            partitions: Partitions::default(),
+        };
+        return Ok((plan, vec![]));
     }
     let only: Option<Vec<Uuid>> = predicate
         .streams
@@ -289,7 +421,7 @@ pub(crate) async fn plan_scan(
         predicate.time.0.unwrap_or(i64::MIN),
         predicate.time.1.unwrap_or(i64::MAX),
     );
-    let mut partitions = Vec::new();
+    let mut kept: Vec<(StreamRecord, Vec<BlockRecord>, usize)> = Vec::new();
     for stream in streams {
         let Some(mut blocks) = by_stream.remove(&stream.stream_id) else {
             continue;
@@ -301,19 +433,98 @@ pub(crate) async fn plan_scan(
             first <= hi && last >= lo
         });
         blocks.sort_by_key(|b| (b.begin_ticks, b.object_offset));
-        partitions.push(PlannedStream {
-            stream_id_text: stream.stream_id.to_string(),
-            layout: layouts.layout(process_id, &stream)?,
-            blocks,
-            listed,
-        });
+        kept.push((stream, blocks, listed));
     }
-    Ok(PlannedScan { clock, partitions })
+    let weights: Vec<u64> = kept
+        .iter()
+        .map(|(_, blocks, _)| blocks.iter().map(block_weight).sum())
+        .collect();
+    let counts: Vec<usize> = kept.iter().map(|(_, blocks, _)| blocks.len()).collect();
+    let ranges = ranges_per_stream(&weights, &counts, target_partitions.max(1));
+    let mut planned_streams = Vec::with_capacity(kept.len());
+    let mut compiled = Vec::with_capacity(kept.len());
+    let mut partitions = Vec::new();
+    for ((stream, blocks, listed), ranges) in kept.into_iter().zip(ranges) {
+        let index = planned_streams.len();
+        compiled.push(layouts.layout(process_id, &stream)?);
+        planned_streams.push(PlannedStream {
+            stream_id: stream.stream_id,
+            stream_id_text: stream.stream_id.to_string(),
+            dependencies_metadata: stream.dependencies_metadata,
+            objects_metadata: stream.objects_metadata,
+        });
+        let pruned = listed - blocks.len();
+        let mut starts = split_points(&blocks, ranges);
+        starts.push(blocks.len());
+        for (k, run) in starts.windows(2).enumerate() {
+            let run = blocks.get(run[0]..run[1]).unwrap_or_default().to_vec();
+            partitions.push(PlannedPartition {
+                stream: index,
+                listed: run.len() + if k == 0 { pruned } else { 0 },
+                blocks: run,
+            });
+        }
+    }
+    let plan = PlannedScan {
+        clock,
+        clock_params,
+        streams: planned_streams,
+        partitions: Partitions(partitions),
+    };
+    Ok((plan, compiled))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn blocks(events: &[i32]) -> Vec<BlockRecord> {
+        let at = DateTime::from_timestamp_nanos(0);
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| BlockRecord {
+                block_id: Uuid::new_v4(),
+                stream_id: Uuid::nil(),
+                process_id: Uuid::nil(),
+                begin_time: at,
+                begin_ticks: i as i64,
+                end_time: at,
+                end_ticks: i as i64 + 1,
+                nb_objects: n,
+                object_offset: 0,
+                payload_size: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_busy_stream_is_cut_into_target_partitions() {
+        assert_eq!(ranges_per_stream(&[1000], &[10], 4), [4]);
+        assert_eq!(
+            ranges_per_stream(&[1000], &[3], 4),
+            [3],
+            "at most one per block"
+        );
+        // Balanced streams, as many as the target: left whole.
+        assert_eq!(ranges_per_stream(&[10, 10, 10], &[5, 5, 5], 2), [1, 1, 1]);
+        // One busy thread among idle ones gets the cores.
+        assert_eq!(ranges_per_stream(&[900, 50, 50], &[9, 1, 1], 2), [2, 1, 1]);
+        assert_eq!(ranges_per_stream(&[0, 0], &[0, 0], 8), [1, 1]);
+    }
+
+    #[test]
+    fn runs_are_contiguous_non_empty_and_balanced() {
+        let even = blocks(&[99; 10]);
+        assert_eq!(split_points(&even, 2), [0, 5]);
+        assert_eq!(split_points(&even, 3), [0, 3, 7]);
+        assert_eq!(split_points(&even, 10), (0..10).collect::<Vec<_>>());
+        // Heavy blocks at the start: the first run is shorter.
+        let skewed = blocks(&[1000, 1000, 10, 10, 10, 10, 10, 10]);
+        assert_eq!(split_points(&skewed, 2), [0, 1]);
+        assert_eq!(split_points(&blocks(&[5]), 4), [0]);
+        assert_eq!(split_points(&[], 3), [0]);
+    }
 
     #[test]
     fn projections_keep_order_and_repeats() {

@@ -6,7 +6,9 @@
 //! partition stops fetching once it has produced `fetch` rows, and dropping the stream drops the
 //! fetches in flight.
 
-use super::plan::ScanState;
+use super::boundaries::Backwards;
+use super::handles::ScanHandles;
+use super::plan::{Partitions, ScanState};
 use super::shared::Obtained;
 use crate::error::Error;
 use crate::format::{
@@ -83,6 +85,8 @@ impl PartitionMetrics {
 
 pub(crate) struct PartitionArgs {
     pub state: Arc<ScanState>,
+    pub handles: Arc<ScanHandles>,
+    pub partitions: Arc<Partitions>,
     pub partition: usize,
     pub reversed: bool,
     /// Whether the partition declared `time` ordering (then it is checked).
@@ -159,8 +163,6 @@ struct Reader {
 pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream {
     let schema = args.state.schema().clone();
     let mut blocks: VecDeque<BlockRecord> = args
-        .state
-        .plan
         .partitions
         .get(args.partition)
         .map(|p| p.blocks.iter().cloned().collect())
@@ -204,10 +206,11 @@ fn block_error(
 /// Fetches a block, or obtains it from another scan of the same query that reads it too.
 async fn fetch(
     state: Arc<ScanState>,
+    handles: Arc<ScanHandles>,
     block: BlockRecord,
     metrics: PartitionMetrics,
 ) -> Result<Fetched, Error> {
-    let _permit = state
+    let _permit = handles
         .fetches
         .clone()
         .acquire_owned()
@@ -215,7 +218,7 @@ async fn fetch(
         .map_err(|_| Error::Internal("the scan's fetch semaphore was closed".into()))?;
     let get = || async {
         let timer = metrics.fetch_time.timer();
-        let blob = state.lake.fetch_blob(&block).await?;
+        let blob = handles.lake.fetch_blob(&block).await?;
         drop(timer);
         match &blob {
             Some(b) => {
@@ -243,7 +246,7 @@ async fn fetch(
             .map(|d| Some(Arc::new(d)))
             .map_err(|e| block_error(&state, &block, e))
     };
-    let payload = match state.registration.obtain(block.block_id, load).await? {
+    let payload = match handles.registration.obtain(block.block_id, load).await? {
         Obtained::Alone => get().await?.map(Payload::Blob),
         Obtained::Loaded(shared) => shared.map(Payload::Decompressed),
         Obtained::Reused(shared) => {
@@ -251,7 +254,7 @@ async fn fetch(
             shared.map(Payload::Decompressed)
         }
     };
-    state.registration.release(block.block_id);
+    handles.registration.release(block.block_id);
     Ok(Fetched { block, payload })
 }
 
@@ -365,10 +368,15 @@ impl Reader {
             let (min, max) = self.args.state.time_bounds(&block);
             if self.pruning.cannot_match(min, max) {
                 self.args.metrics.blocks_pruned.add(1);
-                self.args.state.registration.release(block.block_id);
+                self.args.handles.registration.release(block.block_id);
                 continue;
             }
-            let future = fetch(self.args.state.clone(), block, self.args.metrics.clone());
+            let future = fetch(
+                self.args.state.clone(),
+                self.args.handles.clone(),
+                block,
+                self.args.metrics.clone(),
+            );
             self.pending
                 .push_back(Box::pin(SpawnedFetch(tokio::spawn(future))));
         }
@@ -380,29 +388,32 @@ impl Reader {
             return Ok(());
         };
         let state = &self.args.state;
-        let Some(partition) = state.plan.partitions.get(self.args.partition) else {
+        let Some((stream, layout)) =
+            (self.args.partitions.get(self.args.partition)).and_then(|p| {
+                Some((
+                    state.plan.streams.get(p.stream)?,
+                    self.args.handles.layouts.get(p.stream)?,
+                ))
+            })
+        else {
             return Ok(());
         };
         let block = &fetched.block;
         let block_id = block.block_id.to_string();
         let ids = BlockIds {
-            stream_id: &partition.stream_id_text,
+            stream_id: &stream.stream_id_text,
             block_id: &block_id,
         };
         let (clock, filter) = (&state.plan.clock, &state.predicate.row);
         let timer = self.args.metrics.decode_time.timer();
         let result = match &payload {
-            Payload::Blob(blob) => self.decoder.decode_blob(
-                &partition.layout,
-                blob,
-                ids,
-                clock,
-                filter,
-                &mut self.builder,
-            ),
+            Payload::Blob(blob) => {
+                self.decoder
+                    .decode_blob(layout, blob, ids, clock, filter, &mut self.builder)
+            }
             Payload::Decompressed(d) => {
                 self.decoder
-                    .decode(&partition.layout, d, ids, clock, filter, &mut self.builder)
+                    .decode(layout, d, ids, clock, filter, &mut self.builder)
             }
         };
         drop(timer);
@@ -426,7 +437,9 @@ impl Reader {
     }
 
     /// Keeps the declared `time` order true: rows of a block are sorted if they came out of
-    /// order; a block whose events start before the previous block's last one is an error.
+    /// order; a block whose events start before the previous block's last one is an error, in
+    /// this partition or, for the first rows of a partition, in the one before it of the same
+    /// stream (see [`super::boundaries`]).
     fn check_order(&mut self, block: &BlockRecord, summary: &DecodeSummary) -> Result<(), Error> {
         if !self.args.ordered || summary.rows == 0 {
             return Ok(());
@@ -440,17 +453,60 @@ impl Reader {
         if let Some((last, previous)) = self.last_time
             && min < last
         {
-            return Err(Error::OutOfOrder {
-                process_id: self.args.state.process_id,
-                stream_id: block.stream_id,
-                block_id: block.block_id,
-                previous_block_id: previous,
-                first: min,
-                previous_last: last,
-            });
+            return Err(self.out_of_order(
+                block.stream_id,
+                Backwards {
+                    first: (min, block.block_id),
+                    previous_last: (last, previous),
+                },
+            ));
         }
+        let first_rows = self.last_time.is_none();
         self.last_time = Some((max, block.block_id));
+        if first_rows
+            && self
+                .args
+                .partitions
+                .previous_in_stream(self.args.partition)
+                .is_some()
+            && let Some(step) =
+                (self.args.handles.boundaries).started(self.args.partition, (min, block.block_id))
+        {
+            return Err(self.out_of_order(block.stream_id, step));
+        }
         Ok(())
+    }
+
+    /// This partition read all its blocks: its last rows meet the next partition's first.
+    fn check_end_order(&mut self) -> Result<(), Error> {
+        let (Some(last), true) = (self.last_time, self.args.ordered) else {
+            return Ok(());
+        };
+        let (partitions, partition) = (&self.args.partitions, self.args.partition);
+        if !partitions.has_next_in_stream(partition) {
+            return Ok(());
+        }
+        match self.args.handles.boundaries.ended(partition + 1, last) {
+            Some(step) => {
+                let stream_id = partitions
+                    .get(partition)
+                    .and_then(|p| p.blocks.first())
+                    .map_or(uuid::Uuid::nil(), |b| b.stream_id);
+                Err(self.out_of_order(stream_id, step))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn out_of_order(&self, stream_id: uuid::Uuid, step: Backwards) -> Error {
+        Error::OutOfOrder {
+            process_id: self.args.state.process_id,
+            stream_id,
+            block_id: step.first.1,
+            previous_block_id: step.previous_last.1,
+            first: step.first.0,
+            previous_last: step.previous_last.0,
+        }
     }
 
     /// Ends the current batch: sorted if needed, cut into `batch_size` slices.
@@ -501,7 +557,7 @@ impl Reader {
         self.pending = FuturesOrdered::new();
         self.ready.clear();
         for block in self.blocks.drain(..) {
-            self.args.state.registration.release(block.block_id);
+            self.args.handles.registration.release(block.block_id);
         }
     }
 
@@ -538,7 +594,9 @@ impl Reader {
             let result = match next {
                 None => {
                     self.done = true;
-                    self.flush()
+                    self.check_end_order()
+                        .map_err(DataFusionError::from)
+                        .and_then(|()| self.flush())
                 }
                 Some(Ok(fetched)) => self
                     .decode(fetched)

@@ -2,6 +2,7 @@
 
 use super::ScanOptions;
 use super::exec::AsyncEventsExec;
+use super::handles::{LakeLocation, ScanHandles};
 use super::plan::{LayoutCache, ScanProjection, ScanState, plan_scan};
 use super::predicate::ScanPredicate;
 use super::shared::QueryShares;
@@ -17,7 +18,6 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// The async span events of one process, as a table.
@@ -80,6 +80,24 @@ impl AsyncEventsTable {
         self.process_id
     }
 
+    /// The lake the table reads.
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// The time bounds given to the table function (ns, inclusive).
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn bounds(&self) -> (Option<i64>, Option<i64>) {
+        self.bounds
+    }
+
+    /// How the table's scans read blocks.
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn options(&self) -> &ScanOptions {
+        &self.options
+    }
+
     /// Stream layouts compiled so far by the tables sharing this one's cache (each stream's
     /// metadata is compiled once).
     #[doc(hidden)]
@@ -138,12 +156,13 @@ impl TableProvider for AsyncEventsTable {
             }
         }
         let projection = ScanProjection::new(Some(&scanned))?;
-        let plan = plan_scan(
+        let (plan, layouts) = plan_scan(
             &self.lake,
             self.process_id,
             &predicate,
             &self.options,
             &self.context.layouts,
+            state.config().target_partitions(),
         )
         .await?;
         let shared = self.context.shares.for_query(
@@ -153,28 +172,31 @@ impl TableProvider for AsyncEventsTable {
         );
         let registration = shared.register(
             plan.partitions
+                .0
                 .iter()
                 .flat_map(|p| p.blocks.iter().map(|b| b.block_id)),
         );
         let schema = projection.schema.clone();
         let scan_state = ScanState {
-            lake: self.lake.clone(),
+            location: LakeLocation::of(&self.lake),
             process_id: self.process_id,
             plan,
             predicate,
             projection,
             options: self.options.clone(),
-            registration,
-            fetches: Arc::new(Semaphore::new(self.options.max_concurrent_fetches.max(1))),
         };
+        // The handles this process executes the scan with; a copy of the plan decoded
+        // elsewhere resolves its own.
+        let handles = ScanHandles::new(self.lake.clone(), layouts, registration, &scan_state);
+        let exec = AsyncEventsExec::new(scan_state, None).with_local_handles(handles);
         let Some(residual) = conjunction(residual) else {
-            return Ok(Arc::new(AsyncEventsExec::new(scan_state, limit)));
+            return Ok(Arc::new(exec.with_limit(limit)));
         };
         log::debug!(
             "async_events({}): evaluating the pushed filter {residual} above the scan",
             self.process_id
         );
-        let exec = Arc::new(AsyncEventsExec::new(scan_state, None));
+        let exec = Arc::new(exec);
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let predicate = state.create_physical_expr(residual, &df_schema)?;
         let filter = FilterExecBuilder::new(predicate, exec)
