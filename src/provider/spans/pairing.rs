@@ -1,10 +1,14 @@
 //! [`AsyncSpansExec`]: pairs the begin and end events of async spans as they stream out of an
-//! `async_events` scan (all thread streams merged in time order) into one row per span.
+//! `async_events` scan (its thread streams merged batch by batch, oldest first) into one row per
+//! span.
 //!
-//! A begin opens a span; its end closes it and the span is emitted at once. What stays in memory
-//! is the set of spans open at the current time (and the few ends whose begin lies before the
-//! events read); when the input is exhausted, the spans still open are emitted unfinished and
-//! those ends with an unknown begin. The module documentation of [`super`] gives the range rules.
+//! A begin opens a span; its end closes it and the span is emitted at once. An end read before
+//! its begin (the batch of the begin's stream starts later) waits for it. What stays in memory
+//! is the set of spans open at the current time (and the ends waiting for a begin within a
+//! batch's time, or lying before the events read); when the input is exhausted, the spans still
+//! open are emitted unfinished and the ends never paired with an unknown begin. The answer does
+//! not depend on the order the events come in; the module documentation of [`super`] gives the
+//! range rules.
 
 use super::{SpanColumn, async_spans_schema};
 use crate::format::Column;
@@ -14,7 +18,9 @@ use datafusion::arrow::array::{
     StringBuilder, TimestampNanosecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, SchemaRef, UInt32Type};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int32Type, Int64Type, SchemaRef, TimestampNanosecondType, UInt32Type,
+};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::TaskContext;
@@ -51,8 +57,9 @@ pub(crate) struct PairingRange {
 #[derive(Debug, Clone)]
 pub struct AsyncSpansExec {
     input: Arc<dyn ExecutionPlan>,
-    /// The order of the events scan (by `time`), required of the merged input: then ends come
-    /// after their begins and memory holds only the spans open at a time.
+    /// The order of each partition of the events scan (by `time`), required of the input: then
+    /// the batch merge reads ends after their begins, but for a batch's worth, and memory holds
+    /// only the spans open at a time.
     input_order: Option<LexOrdering>,
     range: PairingRange,
     /// Output columns, in output order.
@@ -157,7 +164,8 @@ impl ExecutionPlan for AsyncSpansExec {
     }
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
+        // All partitions are read here, batch-merged (see [`BatchMerge`]).
+        vec![Distribution::UnspecifiedDistribution]
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
@@ -207,10 +215,10 @@ impl ExecutionPlan for AsyncSpansExec {
         if partition != 0 {
             return internal_err!("AsyncSpansExec has one partition, asked for {partition}");
         }
-        if self.input.output_partitioning().partition_count() != 1 {
-            return internal_err!("AsyncSpansExec needs its input merged into one partition");
-        }
-        let input = self.input.execute(0, context.clone())?;
+        let inputs = (0..self.input.output_partitioning().partition_count())
+            .map(|p| self.input.execute(p, context.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let input = BatchMerge::new(inputs, &self.input.schema())?;
         let metrics = PairingMetrics::new(&self.metrics);
         let pairer = Pairer::new(
             &self.input.schema(),
@@ -249,6 +257,72 @@ impl ExecutionPlan for AsyncSpansExec {
             self.schema.clone(),
             stream,
         )))
+    }
+}
+
+/// Reads every partition of the events scan (one per thread stream, each in time order) and
+/// hands their batches over oldest first: of the batches at the head of each partition, the
+/// one whose first event is the earliest.
+///
+/// Pairing is correct in any order (an end met before its begin waits for it); the order only
+/// bounds what waits. Merging whole batches rather than rows keeps that bound (a batch's worth
+/// of time per stream) without the cost of a row-by-row merge, which cost as much as the
+/// pairing itself (`BENCHMARKS.md`).
+struct BatchMerge {
+    inputs: Vec<SendableRecordBatchStream>,
+    /// The next batch of each partition; `None` once it is exhausted.
+    heads: Vec<Option<RecordBatch>>,
+    /// Partitions whose head must be read before the next choice.
+    to_read: Vec<usize>,
+    time: usize,
+}
+
+impl BatchMerge {
+    fn new(inputs: Vec<SendableRecordBatchStream>, schema: &SchemaRef) -> Result<Self> {
+        let time = InputColumns::of(schema)?.time;
+        Ok(Self {
+            heads: vec![None; inputs.len()],
+            to_read: (0..inputs.len()).collect(),
+            inputs,
+            time,
+        })
+    }
+
+    fn first_time(&self, batch: &RecordBatch) -> i64 {
+        batch
+            .column(self.time)
+            .as_primitive::<TimestampNanosecondType>()
+            .values()
+            .first()
+            .copied()
+            .unwrap_or(i64::MIN)
+    }
+
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        // Each partition decodes in a task of its own: reading the heads one after the other
+        // waits for the slowest, while the others keep decoding ahead.
+        for i in std::mem::take(&mut self.to_read) {
+            let (Some(input), Some(head)) = (self.inputs.get_mut(i), self.heads.get_mut(i)) else {
+                continue;
+            };
+            loop {
+                match input.next().await {
+                    Some(Ok(batch)) if batch.num_rows() == 0 => continue,
+                    Some(Ok(batch)) => *head = Some(batch),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {}
+                }
+                break;
+            }
+        }
+        let (i, _) = self
+            .heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.as_ref().map(|b| (i, self.first_time(b))))
+            .min_by_key(|&(i, t)| (t, i))?;
+        self.to_read.push(i);
+        self.heads.get_mut(i)?.take().map(Ok)
     }
 }
 
@@ -535,7 +609,7 @@ impl Pairer {
         self.metrics.events_in.add(n);
         let time = batch
             .column(c.time)
-            .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+            .as_primitive::<TimestampNanosecondType>()
             .values();
         let span_id = batch.column(c.span_id).as_primitive::<Int64Type>().values();
         let event_type = self

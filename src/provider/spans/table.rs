@@ -1,8 +1,8 @@
 //! [`AsyncSpansTable`]: the `TableProvider` of one process's async spans.
 //!
 //! Its scan is an `async_events` scan (with every filter that selects whole spans pushed into
-//! it, and the time range widened by the span margin) merged in time order under an
-//! [`AsyncSpansExec`].
+//! it, and the time range widened by the span margin) read, one partition per thread stream, by
+//! an [`AsyncSpansExec`].
 
 use super::pairing::{AsyncSpansExec, PairingRange};
 use super::{SpanColumn, async_spans_schema};
@@ -227,9 +227,9 @@ impl TableProvider for AsyncSpansTable {
         let scan = events
             .scan(state, Some(&event_projection), &event_filters, None)
             .await?;
-        // The pairing operator requires its input as one partition in the scan's `time` order:
-        // DataFusion merges the streams (or, with `declare_time_order = false`, coalesces them,
-        // and pairing holds ends that arrive before their begins until the input is exhausted).
+        // The pairing operator reads every partition of the scan and merges their batches by
+        // `time`, keeping each partition's order (with `declare_time_order = false` there is none
+        // to keep: pairing then holds ends that arrive before their begins for longer).
         let order = scan.output_ordering().cloned();
         let reads_to_end = match hi {
             None => true,
