@@ -4,8 +4,9 @@
 //! cargo run --release --example sql_bench -- build --dir /tmp/ae-bench [--events 2000000]
 //! cargo run --release --example sql_bench -- run --dir /tmp/ae-bench
 //! cargo run --release --example sql_bench -- scan --dir /tmp/ae-bench   # peak RSS of a full scan
-//! cargo run --release --example sql_bench -- spans --dir /tmp/ae-bench  # async_spans vs self-join
-//! cargo run --release --example sql_bench -- spans-rss --dir /tmp/ae-bench --query spans|join
+//! cargo run --release --example sql_bench -- spans --dir /tmp/ae-bench [--runs 9]  # async_spans vs self-join
+//! cargo run --release --example sql_bench -- spans-rss --dir /tmp/ae-bench --query spans|join|floor
+//!     [--repeat N] [--explain]   # N runs in one process (profiling); EXPLAIN ANALYZE
 //! cargo run --release --example sql_bench -- one-stream --dir /tmp/ae-one [--events 1000000]
 //! ```
 //! `one-stream` builds (once) a lake of one process with a single thread stream and times the
@@ -40,6 +41,12 @@ struct Args {
     dir: PathBuf,
     events: usize,
     query: String,
+    /// `spans`: runs of each query.
+    runs: usize,
+    /// `spans-rss`: runs of the query (for profiling a warm process).
+    repeat: usize,
+    /// `spans-rss`: print EXPLAIN ANALYZE of the query instead.
+    explain: bool,
 }
 
 fn args() -> Args {
@@ -50,6 +57,9 @@ fn args() -> Args {
         dir: std::env::temp_dir().join("async-events-bench"),
         events: 2_000_000,
         query: "spans".into(),
+        runs: 9,
+        repeat: 1,
+        explain: false,
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -57,6 +67,9 @@ fn args() -> Args {
             "--dir" => out.dir = PathBuf::from(value()),
             "--events" => out.events = value().parse().expect("--events N"),
             "--query" => out.query = value(),
+            "--runs" => out.runs = value().parse().expect("--runs N"),
+            "--repeat" => out.repeat = value().parse().expect("--repeat N"),
+            "--explain" => out.explain = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -81,6 +94,18 @@ fn current_rss_mib() -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU time run by all threads of this process so far (Linux `schedstat`, ns).
+fn cpu_time() -> Duration {
+    let ns: u64 = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 fn scan_metrics(plan: &Arc<dyn ExecutionPlan>, out: &mut HashMap<String, usize>) {
@@ -265,16 +290,41 @@ async fn main() {
                  ON b.span_id = e.span_id AND e.event_type = 'end' \
                  WHERE b.event_type = 'begin' GROUP BY b.name"
             );
+            // The floor: the events scan reading the same columns as async_spans, no pairing.
+            let floor = format!(
+                "SELECT count(name), count(event_type), max(time), max(span_id) \
+                 FROM async_events('{pid}')"
+            );
             if args.mode == "spans-rss" {
-                let sql = if args.query == "join" { &join } else { &spans };
+                let sql = match args.query.as_str() {
+                    "join" => &join,
+                    "floor" => &floor,
+                    _ => &spans,
+                };
+                if args.explain {
+                    let batches = ctx
+                        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+                        .await
+                        .unwrap()
+                        .collect()
+                        .await
+                        .unwrap();
+                    println!(
+                        "{}",
+                        datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap()
+                    );
+                    return;
+                }
                 let before = current_rss_mib();
-                let (rows, elapsed, _) = measure(&ctx, sql).await;
-                println!(
-                    "{}: {rows} rows in {:.2}s; RSS before {before:.0} MiB, peak {:.0} MiB",
-                    args.query,
-                    elapsed.as_secs_f64(),
-                    peak_rss_mib()
-                );
+                for _ in 0..args.repeat {
+                    let (rows, elapsed, _) = measure(&ctx, sql).await;
+                    println!(
+                        "{}: {rows} rows in {:.2}s; RSS before {before:.0} MiB, peak {:.0} MiB",
+                        args.query,
+                        elapsed.as_secs_f64(),
+                        peak_rss_mib()
+                    );
+                }
                 return;
             }
             let answer = |sql: String| {
@@ -291,24 +341,39 @@ async fn main() {
                 answer(join.clone()).await,
                 "same answer"
             );
-            let mut medians = Vec::new();
-            for (name, sql) in [("async_spans", &spans), ("LEFT JOIN", &join)] {
-                let mut times: Vec<Duration> = Vec::new();
-                for _ in 0..5 {
-                    times.push(measure(&ctx, sql).await.1);
+            // Interleaved (spans, join, spans, …) so that both see the same load; CPU time is
+            // what all threads of the process ran, less sensitive to other work on the machine.
+            let queries = [
+                ("async_spans", &spans),
+                ("LEFT JOIN", &join),
+                ("scan alone (floor)", &floor),
+            ];
+            let mut times: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); queries.len()];
+            for _ in 0..args.runs {
+                for (i, (_, sql)) in queries.iter().enumerate() {
+                    let cpu = cpu_time();
+                    let wall = measure(&ctx, sql).await.1;
+                    times[i].push((wall, cpu_time().saturating_sub(cpu)));
                 }
-                times.sort();
-                let median = times[times.len() / 2];
+            }
+            let mut medians = Vec::new();
+            for ((name, _), runs) in queries.iter().zip(&mut times) {
+                let mut cpu: Vec<Duration> = runs.iter().map(|r| r.1).collect();
+                cpu.sort();
+                runs.sort();
+                let median = runs[runs.len() / 2].0;
                 println!(
-                    "{name}: median {:.1} ms (runs: {:?} ms)",
+                    "{name}: median {:.1} ms, CPU {:.1} ms (runs: {:?} ms)",
                     median.as_secs_f64() * 1e3,
-                    times.iter().map(|t| t.as_millis()).collect::<Vec<_>>()
+                    cpu[cpu.len() / 2].as_secs_f64() * 1e3,
+                    runs.iter().map(|t| t.0.as_millis()).collect::<Vec<_>>()
                 );
-                medians.push(median);
+                medians.push((median, cpu[cpu.len() / 2]));
             }
             println!(
-                "async_spans is {:.2}x faster than the self-join",
-                medians[1].as_secs_f64() / medians[0].as_secs_f64()
+                "async_spans is {:.2}x faster than the self-join ({:.2}x less CPU)",
+                medians[1].0.as_secs_f64() / medians[0].0.as_secs_f64(),
+                medians[1].1.as_secs_f64() / medians[0].1.as_secs_f64()
             );
         }
         other => panic!("unknown mode {other}: build, run, scan, spans or spans-rss"),

@@ -1,8 +1,8 @@
 //! Spans: one row per async span, its begin and end events paired inside the scan.
 //!
 //! [`AsyncSpansTable`] is the `async_spans(pid [, begin, end])` table; [`AsyncSpansExec`] pairs
-//! the events of an `async_events` scan, merged in time order, by `span_id` as they stream by:
-//! memory holds the spans open at a time, not the process.
+//! the events of an `async_events` scan, its thread streams merged batch by batch in time order,
+//! by `span_id` as they stream by: memory holds the spans open at a time, not the process.
 //!
 //! # Time ranges
 //!

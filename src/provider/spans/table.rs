@@ -1,8 +1,8 @@
 //! [`AsyncSpansTable`]: the `TableProvider` of one process's async spans.
 //!
 //! Its scan is an `async_events` scan (with every filter that selects whole spans pushed into
-//! it, and the time range widened by the span margin) merged in time order under an
-//! [`AsyncSpansExec`].
+//! it, and the time range widened by the span margin) read, one partition per thread stream, by
+//! an [`AsyncSpansExec`].
 
 use super::pairing::{AsyncSpansExec, PairingRange};
 use super::{SpanColumn, async_spans_schema};
@@ -18,8 +18,6 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, col};
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -229,18 +227,10 @@ impl TableProvider for AsyncSpansTable {
         let scan = events
             .scan(state, Some(&event_projection), &event_filters, None)
             .await?;
-        // The pairing operator requires its input as one partition in the scan's `time` order:
-        // the streams are merged here (or, with `declare_time_order = false`, coalesced, and
-        // pairing holds ends that arrive before their begins until the input is exhausted), not
-        // left to DataFusion's optimizer: a host that sees this plan only through the FFI (or an
-        // engine that does not enforce distributions) never rewrites its inside.
+        // The pairing operator reads every partition of the scan and merges their batches by
+        // `time`, keeping each partition's order (with `declare_time_order = false` there is none
+        // to keep: pairing then holds ends that arrive before their begins for longer).
         let order = scan.output_ordering().cloned();
-        let scan: Arc<dyn ExecutionPlan> =
-            match (&order, scan.output_partitioning().partition_count()) {
-                (_, 1) => scan,
-                (Some(order), _) => Arc::new(SortPreservingMergeExec::new(order.clone(), scan)),
-                (None, _) => Arc::new(CoalescePartitionsExec::new(scan)),
-            };
         let reads_to_end = match hi {
             None => true,
             Some(hi) => match self.lake.latest_timing(self.process_id).await? {

@@ -1,6 +1,6 @@
 """Times queries of the Python package on a lake, for BENCHMARKS.md.
 
-    python python/bench.py --lake /tmp/ae-bench/lake [--runs 5] [--cli target/release/async-events]
+    python python/benches/bench.py --lake /tmp/ae-bench/lake [--runs 5] [--cli target/release/async-events]
 
 Each shape runs in a fresh Python process (so that its peak RSS is its own): the lake is opened,
 the functions registered, the query run `--runs` times, each result consumed as a stream of
@@ -54,7 +54,7 @@ def child(lake_dir, pid, kind, sql, runs):
     times, rows = [], 0
     for _ in range(runs):
         start = time.perf_counter()
-        rows = sum(batch.num_rows for batch in ctx.sql(sql).execute_stream())
+        rows = sum(b.to_pyarrow().num_rows for b in ctx.sql(sql).execute_stream())
         times.append((time.perf_counter() - start) * 1000)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"times": times, "rows": rows, "rss_mib": rss_mib}))
