@@ -1,11 +1,13 @@
 //! `datafusion_async_events._native`: the crate's table functions and tables exported to
 //! datafusion-python through the DataFusion FFI (PyCapsules), plus the lake handle they read.
 //!
-//! Two rules of the FFI shape this module (see the README's "From Python"):
+//! Three rules of the FFI shape this module (see the README's "From Python"):
 //! - The host never enters our tokio runtime around `TableProvider::scan`, and it enters it
 //!   around `execute` and stream polls only when we hand it our runtime's handle. Every exported
 //!   function and table therefore carries the handle, and every provider is wrapped so that its
 //!   `scan` is polled inside the runtime ([`InRuntime`]).
+//! - The host sees a plan's children but not what they require of their inputs, so every plan
+//!   is handed over as one leaf ([`Sealed`]).
 //! - No panic may reach Python: errors are Python exceptions carrying the crate's message.
 
 use datafusion::arrow::datatypes::SchemaRef;
