@@ -187,6 +187,23 @@ impl AsyncEventsExec {
         self.state.schema().index_of(Column::Time.name()).ok()
     }
 
+    /// Blocks and events (`nb_objects`) of each partition, in partition order: what the
+    /// planning benchmark (`examples/plan_bench.rs`) checks the balance of.
+    #[doc(hidden)]
+    pub fn partition_sizes(&self) -> Vec<(usize, u64)> {
+        self.partitions
+            .0
+            .iter()
+            .map(|p| {
+                let events = p
+                    .blocks
+                    .iter()
+                    .map(|b| u64::try_from(b.nb_objects).unwrap_or(0));
+                (p.blocks.len(), events.sum())
+            })
+            .collect()
+    }
+
     /// Bytes of decompressed blocks the query's scans of this process hold for each other now
     /// (0 once every scan of the query has read its blocks).
     #[doc(hidden)]
