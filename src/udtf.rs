@@ -182,10 +182,12 @@ pub(crate) fn string_arg(function: &str, what: &str, value: Option<ScalarValue>)
 /// A process id argument: a UUID string, not `'global'`.
 pub(crate) fn process_arg(function: &str, args: &TableFunctionArgs, expr: &Expr) -> Result<Uuid> {
     let text = string_arg(function, "process id", constant(args, expr))?;
-    process_id(function, &text)
+    parse_process_id(function, &text)
 }
 
-fn process_id(function: &str, text: &str) -> Result<Uuid> {
+/// A process id given to `function` as text: a UUID; `'global'` (micromegas's view of all
+/// processes) is refused with a message saying why. For hosts that build the tables themselves.
+pub fn parse_process_id(function: &str, text: &str) -> Result<Uuid> {
     if text.eq_ignore_ascii_case("global") {
         return plan_err!(
             "{function}: async events are a per-process view, 'global' is not supported: \
@@ -290,7 +292,7 @@ impl TableFunctionImpl for ViewInstanceFunction {
             );
         }
         let text = string_arg(NAME, "instance id", constant(&args, &exprs[1]))?;
-        let pid = process_id(NAME, &text)?;
+        let pid = parse_process_id(NAME, &text)?;
         if view_set == SPANS_VIEW_SET {
             return Ok(Arc::new(self.0.spans(pid, (None, None))));
         }

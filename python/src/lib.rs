@@ -23,7 +23,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, displayable,
 };
 use datafusion_async_events::provider::{AsyncEventsTable, AsyncSpansTable, ScanOptions};
-use datafusion_async_events::provider::{MetadataTable, ThreadStreamsTable};
+use datafusion_async_events::provider::{MetadataTable, ThreadStreamsTable, parse_time};
+use datafusion_async_events::udtf::parse_process_id;
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
 use datafusion_ffi::udtf::FFI_TableFunction;
@@ -363,23 +364,20 @@ impl Table {
 /// Inclusive time bounds, ns since the epoch; `None` for an open side.
 type Bounds = (Option<i64>, Option<i64>);
 
-/// A process id and optional inclusive time bounds, from Python arguments.
+/// A process id and optional inclusive time bounds, from the Python arguments of class `what`.
 fn process_and_bounds(
+    what: &str,
     process_id: &str,
     begin: Option<&Bound<'_, PyAny>>,
     end: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(Uuid, Bounds)> {
-    let pid = Uuid::parse_str(process_id.trim()).map_err(|e| {
-        PyValueError::new_err(format!(
-            "'{process_id}' is not a process id (a UUID): {e}; 'global' and other view \
-             instances are not processes"
-        ))
-    })?;
+    let pid = parse_process_id(what, process_id)
+        .map_err(|e| PyValueError::new_err(e.strip_backtrace()))?;
     Ok((pid, (time_bound("begin", begin)?, time_bound("end", end)?)))
 }
 
-/// A time bound in ns since the epoch: `None`, an int (ns), an RFC 3339 string, or a
-/// timezone-aware `datetime` (pandas `Timestamp` included).
+/// A time bound in ns since the epoch: `None`, an int (ns), a string as the table functions
+/// take it (RFC 3339), or a timezone-aware `datetime` (pandas `Timestamp` included).
 fn time_bound(what: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<i64>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
@@ -398,16 +396,12 @@ fn time_bound(what: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<i
             value.get_type().name()?
         )));
     };
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .map(Some)
-        .ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "{what}: '{text}' is not an RFC 3339 time with a UTC offset (a naive datetime \
+    parse_time(&text).map(Some).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "{what}: '{text}' is not an RFC 3339 time with a UTC offset (a naive datetime \
                  has none: give it a timezone)"
-            ))
-        })
+        ))
+    })
 }
 
 /// A Python class exporting a table of one process, optionally bounded in time:
@@ -428,7 +422,7 @@ macro_rules! process_table {
                 begin: Option<&Bound<'_, PyAny>>,
                 end: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<PyClassInitializer<Self>> {
-                let (pid, bounds) = process_and_bounds(process_id, begin, end)?;
+                let (pid, bounds) = process_and_bounds($name, process_id, begin, end)?;
                 let table = $table::new(lake.get()?, pid, bounds, ScanOptions::default());
                 Ok(PyClassInitializer::from(Table::new(Arc::new(table))?).add_subclass(Self))
             }
@@ -461,7 +455,7 @@ struct ThreadStreamsTableExport;
 impl ThreadStreamsTableExport {
     #[new]
     fn new(lake: &Lake, process_id: &str) -> PyResult<PyClassInitializer<Self>> {
-        let (pid, _) = process_and_bounds(process_id, None, None)?;
+        let (pid, _) = process_and_bounds("ThreadStreamsTable", process_id, None, None)?;
         let table = ThreadStreamsTable::new(lake.get()?, pid);
         Ok(PyClassInitializer::from(Table::new(Arc::new(table))?).add_subclass(Self))
     }

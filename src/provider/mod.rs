@@ -30,7 +30,7 @@ pub use spans::{AsyncSpansExec, AsyncSpansTable, SpanColumn, async_spans_schema}
 pub use table::AsyncEventsTable;
 pub use threads::ThreadStreamsTable;
 
-pub(crate) use predicate::parse_time;
+pub use predicate::parse_time;
 pub(crate) use table::TableContext;
 
 use std::time::Duration;

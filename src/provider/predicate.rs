@@ -524,7 +524,9 @@ fn as_time(value: &ScalarValue) -> Option<i64> {
 }
 
 /// An RFC 3339 timestamp (`2024-05-01T10:00:00Z`, `2024-05-01 10:00:00+02:00`).
-pub(crate) fn parse_time(s: &str) -> Option<i64> {
+/// A time in ns since the epoch from RFC 3339 text (or `YYYY-MM-DD HH:MM:SS[.f]+hh:mm`), as
+/// the table functions accept it; `None` if it is neither or out of range.
+pub fn parse_time(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s.trim())
         .or_else(|_| DateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f%:z"))
         .ok()?
