@@ -16,6 +16,14 @@
 //! byte, which no non-empty protobuf message starts with, so bytes of the two codecs cannot be
 //! mistaken for each other; bytes with the prefix that do not decode are an error.
 //!
+//! Ballista 55 runs a stage as tasks that each take a slice of its partitions, and restricts the
+//! stage's leaves to the slice only for the leaves it knows (shuffle readers, file and memory
+//! scans: `restrict_plan_to_partitions` in `ballista-scheduler`). Any other leaf is executed
+//! whole by every task, which would repeat each row once per task. [`ScanInOneTask`] (installed
+//! by [`standalone_context`]) avoids that: it merges each scan's partitions inside its stage, so
+//! the scan is read by one task (its partitions still read concurrently); the stages above it
+//! are spread over the executors as usual.
+//!
 //! What cannot run under Ballista: `thread_streams(pid)` and the metadata tables
 //! ([`register_metadata_tables`](crate::register_metadata_tables)): their table providers have
 //! no codec, so a plan reading them fails when the client encodes it.
@@ -26,12 +34,16 @@
 //! [`LakeRegistry::global`] (what [`register`](crate::register) does) before running plans.
 
 use crate::lake::Lake;
-use crate::provider::{AsyncEventsCodec, LakeRegistry, ScanOptions};
+use crate::provider::{
+    AsyncEventsCodec, AsyncEventsExec, AsyncEventsTable, LakeRegistry, ScanOptions,
+};
 use ::ballista::prelude::{SessionConfigExt, SessionContextExt};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::common::{Result, TableReference};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, TableReference, internal_datafusion_err, plan_err};
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::{
@@ -39,10 +51,18 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
 use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
-use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PhysicalExpr, PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use std::fmt;
 use std::sync::Arc;
 
 /// The bytes in front of everything [`AsyncEventsCodec`] encodes inside a Ballista plan. The
@@ -50,26 +70,29 @@ use std::sync::Arc;
 /// messages never start like this.
 pub const PREFIX: &[u8] = b"\0async_events:1\0";
 
-/// Encodes with this crate's codec (behind [`PREFIX`]) if it takes the node, else with the
-/// wrapped codec. When both refuse, the error is the wrapped codec's, with ours as context.
-fn encode_either(
-    buf: &mut Vec<u8>,
-    ours: impl FnOnce(&mut Vec<u8>) -> Result<()>,
-    theirs: impl FnOnce(&mut Vec<u8>) -> Result<()>,
-) -> Result<()> {
-    let mut bytes = PREFIX.to_vec();
-    match ours(&mut bytes) {
-        Ok(()) => {
-            buf.extend_from_slice(&bytes);
-            Ok(())
-        }
-        Err(our_error) => theirs(buf)
-            .map_err(|e| e.context(format!("not encodable by async_events either: {our_error}"))),
-    }
+/// The whole encoding of a [`OneTaskExec`] (its input travels as the node's input).
+const ONE_TASK: &[u8] = b"\0async_events:one_task:1\0";
+
+/// Whether [`AsyncEventsCodec`] encodes this plan node.
+fn is_our_node(node: &dyn ExecutionPlan) -> bool {
+    node.is::<AsyncEventsExec>()
 }
 
-/// Ballista's logical codec with `async_events` tables (and any other table
-/// [`AsyncEventsCodec`] encodes) added.
+/// Whether [`AsyncEventsCodec`] encodes this table.
+fn is_our_table(table: &dyn TableProvider) -> bool {
+    table.downcast_ref::<AsyncEventsTable>().is_some()
+}
+
+/// `bytes` behind [`PREFIX`].
+fn prefixed(buf: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    let mut bytes = PREFIX.to_vec();
+    encode(&mut bytes)?;
+    buf.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// Ballista's logical codec with `async_events` tables added (behind [`PREFIX`]); everything
+/// else goes to the wrapped codec.
 #[derive(Debug, Clone)]
 pub struct LogicalCodec {
     inner: Arc<dyn LogicalExtensionCodec>,
@@ -96,18 +119,11 @@ impl LogicalExtensionCodec for LogicalCodec {
         inputs: &[LogicalPlan],
         ctx: &TaskContext,
     ) -> Result<Extension> {
-        match buf.strip_prefix(PREFIX) {
-            Some(ours) => LogicalExtensionCodec::try_decode(&AsyncEventsCodec, ours, inputs, ctx),
-            None => self.inner.try_decode(buf, inputs, ctx),
-        }
+        self.inner.try_decode(buf, inputs, ctx)
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
-        encode_either(
-            buf,
-            |b| LogicalExtensionCodec::try_encode(&AsyncEventsCodec, node, b),
-            |b| self.inner.try_encode(node, b),
-        )
+        self.inner.try_encode(node, buf)
     }
 
     fn try_decode_table_provider(
@@ -131,12 +147,19 @@ impl LogicalExtensionCodec for LogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        let ours = node.clone();
-        encode_either(
-            buf,
-            |b| AsyncEventsCodec.try_encode_table_provider(table_ref, ours, b),
-            |b| self.inner.try_encode_table_provider(table_ref, node, b),
-        )
+        if is_our_table(node.as_ref()) {
+            return prefixed(buf, |b| {
+                AsyncEventsCodec.try_encode_table_provider(table_ref, node, b)
+            });
+        }
+        self.inner
+            .try_encode_table_provider(table_ref, node, buf)
+            .map_err(|e| {
+                e.context(format!(
+                    "table {table_ref} has no codec: of this crate's tables, only async_events \
+                     tables can be sent to a Ballista scheduler"
+                ))
+            })
     }
 
     fn try_decode_file_format(
@@ -196,8 +219,8 @@ impl LogicalExtensionCodec for LogicalCodec {
     }
 }
 
-/// Ballista's physical codec with `async_events` scans (and any other node
-/// [`AsyncEventsCodec`] encodes) added.
+/// Ballista's physical codec with `async_events` scans (behind [`PREFIX`]) and [`OneTaskExec`]
+/// added; everything else goes to the wrapped codec.
 #[derive(Debug, Clone)]
 pub struct PhysicalCodec {
     inner: Arc<dyn PhysicalExtensionCodec>,
@@ -225,6 +248,12 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if buf == ONE_TASK {
+            return match inputs {
+                [input] => Ok(Arc::new(OneTaskExec::new(input.clone()))),
+                _ => plan_err!("OneTaskExec takes one input, got {}", inputs.len()),
+            };
+        }
         match buf.strip_prefix(PREFIX) {
             Some(ours) => PhysicalExtensionCodec::try_decode(
                 &AsyncEventsCodec,
@@ -243,12 +272,16 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let ours = node.clone();
-        encode_either(
-            buf,
-            |b| PhysicalExtensionCodec::try_encode(&AsyncEventsCodec, ours, b, proto_converter),
-            |b| self.inner.try_encode(node, b, proto_converter),
-        )
+        if node.is::<OneTaskExec>() {
+            buf.extend_from_slice(ONE_TASK);
+            return Ok(());
+        }
+        if is_our_node(node.as_ref()) {
+            return prefixed(buf, |b| {
+                PhysicalExtensionCodec::try_encode(&AsyncEventsCodec, node, b, proto_converter)
+            });
+        }
+        self.inner.try_encode(node, buf, proto_converter)
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
@@ -310,6 +343,131 @@ impl PhysicalExtensionCodec for PhysicalCodec {
     }
 }
 
+/// A physical optimizer rule for the scheduler of a Ballista cluster: each `async_events` scan
+/// of more than one partition is put under a [`OneTaskExec`], so that one Ballista task reads
+/// the whole scan (see the module docs for why). The rows are the same; the operators above see
+/// one partition.
+///
+/// [`standalone_context`] installs it; a remote scheduler needs it in the session state its
+/// `override_session_builder` makes (`SessionStateBuilder::with_physical_optimizer_rule`), and
+/// Ballista's adaptive query planner off (`ballista.planner.adaptive.enabled = false`): that
+/// planner replaces the session's physical optimizer rules with its own.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanInOneTask;
+
+impl PhysicalOptimizerRule for ScanInOneTask {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_down(|node| {
+            if node.downcast_ref::<AsyncEventsExec>().is_none()
+                || node.output_partitioning().partition_count() <= 1
+            {
+                return Ok(Transformed::no(node));
+            }
+            let merged: Arc<dyn ExecutionPlan> = Arc::new(OneTaskExec::new(node));
+            // The scan under the merge is not visited again.
+            Ok(Transformed::new(merged, true, TreeNodeRecursion::Jump))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "async_events_scan_in_one_task"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// All the partitions of its input as one partition, merged by DataFusion's own operator:
+/// `SortPreservingMergeExec` on the input's order if it declares one, else
+/// `CoalescePartitionsExec`. Ballista cuts stages at those two operators (the input would be a
+/// stage of its own, its partitions spread over tasks); it does not know this one, so the input
+/// stays in the stage of its consumer, which has one partition: one task.
+#[derive(Debug)]
+pub struct OneTaskExec {
+    input: Arc<dyn ExecutionPlan>,
+    merge: Arc<dyn ExecutionPlan>,
+}
+
+impl OneTaskExec {
+    /// Merges `input`'s partitions.
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        let merge: Arc<dyn ExecutionPlan> = match input.output_ordering() {
+            Some(ordering) => Arc::new(SortPreservingMergeExec::new(
+                ordering.clone(),
+                input.clone(),
+            )),
+            None => Arc::new(CoalescePartitionsExec::new(input.clone())),
+        };
+        Self { input, merge }
+    }
+}
+
+impl DisplayAs for OneTaskExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "OneTaskExec: {}", self.merge.name())
+    }
+}
+
+impl ExecutionPlan for OneTaskExec {
+    fn name(&self) -> &str {
+        "OneTaskExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.merge.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children).map_err(|c| {
+            internal_datafusion_err!("OneTaskExec takes one input, got {}", c.len())
+        })?;
+        Ok(Arc::new(Self::new(input)))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        self.merge.metrics()
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.merge.execute(partition, context)
+    }
+}
+
 /// A Ballista session config with [`LogicalCodec`] and [`PhysicalCodec`] set, to be extended
 /// (target partitions, standalone parallelism, Ballista options) and given to
 /// [`standalone_context_with`].
@@ -321,7 +479,8 @@ pub fn session_config() -> SessionConfig {
 
 /// A Ballista standalone session on a lake: an in-process scheduler and an executor of
 /// `parallelism` task slots (both on loopback ports the system picks), with the table
-/// functions registered ([`register_with`](crate::register_with)).
+/// functions registered ([`register_with`](crate::register_with)) and [`ScanInOneTask`] among
+/// the physical optimizer rules.
 ///
 /// ```no_run
 /// # async fn run() -> datafusion::common::Result<()> {
@@ -343,16 +502,22 @@ pub async fn standalone_context(
 
 /// [`standalone_context`] with a config of the caller's, which must come from
 /// [`session_config`] (a config without these codecs fails on the first `async_events` plan).
+///
+/// Ballista's adaptive query planner is turned off: it plans stages with a fixed list of
+/// physical optimizer rules, without [`ScanInOneTask`], so every task of a scan's stage would
+/// read the whole scan.
 pub async fn standalone_context_with(
     lake: Lake,
     options: ScanOptions,
     config: SessionConfig,
 ) -> Result<SessionContext> {
+    let config = config.with_ballista_adaptive_query_planner(false);
     // The scheduler and the executor decode plans in this process: they find the lake here.
     LakeRegistry::global().add(&lake);
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
+        .with_physical_optimizer_rule(Arc::new(ScanInOneTask))
         .build();
     let ctx = SessionContext::standalone_with_state(state).await?;
     crate::register_with(&ctx, lake, options);
