@@ -9,6 +9,8 @@ use common::lakes::{Backend, open, store};
 use common::producer::Recording;
 use common::realistic::{Shape, realistic};
 use common::sql::{context_with, query, sorted_lines};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_async_events::provider::AsyncEventsCodec;
@@ -57,6 +59,13 @@ async fn plans_survive_encode_and_decode_with_the_same_results() {
     // Four partitions: the streams are cut into runs, which the plan must carry.
     let ctx = context_with(&t.lake, SessionConfig::new().with_target_partitions(4));
     let events = format!("async_events('{pid}')");
+    // Two seconds into the recording: spans cut by the range.
+    let first = query(&ctx, &format!("SELECT min(time) FROM {events}")).await;
+    let first = first[0]
+        .column(0)
+        .as_primitive::<TimestampNanosecondType>()
+        .value(0);
+    let from = chrono::DateTime::from_timestamp_nanos(first + 2_000_000_000).to_rfc3339();
     let cases = [
         (
             "FilterExec",
@@ -84,6 +93,20 @@ async fn plans_survive_encode_and_decode_with_the_same_results() {
             "AggregateExec",
             format!(
                 "SELECT stream_id, depth, count(*), min(time), max(time) FROM {events} WHERE time > '2000-01-01T00:00:00Z' GROUP BY stream_id, depth"
+            ),
+        ),
+        (
+            "AsyncSpansExec",
+            format!(
+                "SELECT name, count(*), avg(duration), max(duration), sum(CAST(migrated AS INT)) \
+                 FROM async_spans('{pid}') GROUP BY name"
+            ),
+        ),
+        (
+            "projection=[span_id, begin, end, finished]",
+            format!(
+                "SELECT span_id, begin, \"end\", finished FROM async_spans('{pid}') \
+                 WHERE begin > '{from}' AND depth > 0 ORDER BY begin LIMIT 40"
             ),
         ),
     ];
@@ -127,21 +150,32 @@ async fn the_table_survives_a_logical_round_trip() {
     store(&t.lake, &rec).await;
     let pid = rec.process.process_id;
     let ctx = context_with(&t.lake, SessionConfig::new());
-    let sql =
-        format!("SELECT name, count(*) FROM async_events('{pid}') WHERE depth = 1 GROUP BY name");
-    let plan = ctx.sql(&sql).await.unwrap().logical_plan().clone();
-    let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &AsyncEventsCodec).unwrap();
-    let decoded =
-        logical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &AsyncEventsCodec)
-            .unwrap();
-    let got = ctx
-        .execute_logical_plan(decoded)
-        .await
-        .unwrap()
-        .collect()
-        .await
+    for sql in [
+        format!("SELECT name, count(*) FROM async_events('{pid}') WHERE depth = 1 GROUP BY name"),
+        format!(
+            "SELECT name, count(*), max(duration), sum(CAST(finished AS INT)) \
+             FROM async_spans('{pid}') WHERE depth = 1 GROUP BY name"
+        ),
+    ] {
+        let plan = ctx.sql(&sql).await.unwrap().logical_plan().clone();
+        let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &AsyncEventsCodec).unwrap();
+        let decoded = logical_plan_from_bytes_with_extension_codec(
+            &bytes,
+            &ctx.task_ctx(),
+            &AsyncEventsCodec,
+        )
         .unwrap();
-    assert_eq!(sorted_lines(&got), sorted_lines(&query(&ctx, &sql).await));
+        let got = ctx
+            .execute_logical_plan(decoded)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let want = sorted_lines(&query(&ctx, &sql).await);
+        assert!(!want.is_empty(), "{sql}");
+        assert_eq!(sorted_lines(&got), want, "{sql}");
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! [`AsyncEventsCodec`] (feature `codec`): `async_events` scans and tables as bytes, for engines
-//! that ship plans to other processes (Ballista, datafusion-distributed).
+//! [`AsyncEventsCodec`] (feature `codec`): `async_events` scans, `async_spans` pairings and both
+//! tables as bytes, for engines that ship plans to other processes (Ballista,
+//! datafusion-distributed).
 //!
 //! The scan is plain data (see [`super::handles`]), so the messages hold only what a plan says:
 //! the lake's URLs (no credentials), the clock, the streams' transit metadata, each partition's
@@ -14,6 +15,7 @@ use super::handles::{LakeLocation, LakeRegistry};
 use super::plan::{ClockParams, Partitions, PlannedPartition, PlannedScan, PlannedStream};
 use super::plan::{ScanProjection, ScanState};
 use super::predicate::ScanPredicate;
+use super::spans::{AsyncSpansExec, AsyncSpansTable, PairingRange, SpanColumn};
 use super::table::AsyncEventsTable;
 use crate::format::{EventType, RowFilter, async_events_schema};
 use crate::lake::BlockRecord;
@@ -23,7 +25,7 @@ use datafusion::common::{DataFusionError, Result, TableReference, exec_err, inte
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Extension;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
 use datafusion_proto::physical_plan::to_proto::serialize_physical_expr_with_converter;
@@ -35,8 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Encodes and decodes [`AsyncEventsExec`] (physical plans) and [`AsyncEventsTable`] (logical
-/// plans). Other nodes are not its business: an engine with codecs of its own wraps this one.
+/// Encodes and decodes [`AsyncEventsExec`] and [`AsyncSpansExec`] (physical plans) and
+/// [`AsyncEventsTable`] and [`AsyncSpansTable`] (logical plans). Other nodes are not its
+/// business: an engine with codecs of its own wraps this one.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AsyncEventsCodec;
 
@@ -81,6 +84,9 @@ struct TableProto {
     end: Option<i64>,
     #[prost(message, optional, tag = "5")]
     options: Option<OptionsProto>,
+    /// `async_spans` rather than `async_events`.
+    #[prost(bool, tag = "6")]
+    spans: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -204,6 +210,42 @@ struct ScanProto {
     /// The filters pushed from above, bound to the output schema.
     #[prost(message, optional, tag = "13")]
     pushed: Option<PhysicalExprNode>,
+}
+
+/// An `AsyncSpansExec` (its input, the events scan, is a child of the node).
+#[derive(Clone, PartialEq, Message)]
+struct SpansProto {
+    #[prost(int64, optional, tag = "1")]
+    overlap_begin: Option<i64>,
+    #[prost(int64, optional, tag = "2")]
+    overlap_end: Option<i64>,
+    #[prost(bool, tag = "3")]
+    reads_to_end: bool,
+    /// Indices into the `async_spans` schema, in output order.
+    #[prost(uint32, repeated, tag = "4")]
+    columns: Vec<u32>,
+    #[prost(uint64, optional, tag = "5")]
+    fetch: Option<u64>,
+    /// Whether the input's time order is required (it is whenever the scan declares it).
+    #[prost(bool, tag = "6")]
+    input_ordered: bool,
+}
+
+/// One of the physical nodes of this codec.
+#[derive(Clone, PartialEq, Message)]
+struct NodeProto {
+    #[prost(oneof = "Node", tags = "1, 2")]
+    node: Option<Node>,
+}
+
+// One node is decoded per plan node: the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Node {
+    #[prost(message, tag = "1")]
+    Scan(ScanProto),
+    #[prost(message, tag = "2")]
+    Spans(SpansProto),
 }
 
 fn bad(what: impl std::fmt::Display) -> DataFusionError {
@@ -363,6 +405,52 @@ fn block_from_proto(b: BlockProto, stream_id: Uuid, process_id: Uuid) -> Result<
     })
 }
 
+fn encode_spans(spans: &AsyncSpansExec) -> SpansProto {
+    let (range, columns, fetch, input_ordered) = spans.parts();
+    SpansProto {
+        overlap_begin: range.overlap.0,
+        overlap_end: range.overlap.1,
+        reads_to_end: range.reads_to_end,
+        columns: columns.iter().map(|&c| c as u32).collect(),
+        fetch: fetch.map(|f| f as u64),
+        input_ordered,
+    }
+}
+
+fn decode_spans(
+    proto: SpansProto,
+    input: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let columns = (proto.columns.iter())
+        .map(|&i| {
+            let column = usize::try_from(i).ok().and_then(|i| SpanColumn::ALL.get(i));
+            column
+                .copied()
+                .ok_or_else(|| bad(format_args!("async_spans has no column {i}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let input_order = match (proto.input_ordered, input.output_ordering()) {
+        (false, _) => None,
+        (true, Some(order)) => Some(order.clone()),
+        (true, None) => return Err(bad("the spans' input is not in time order")),
+    };
+    let fetch = proto
+        .fetch
+        .map(|f| usize::try_from(f).map_err(|_| bad("fetch")))
+        .transpose()?;
+    let range = PairingRange {
+        overlap: (proto.overlap_begin, proto.overlap_end),
+        reads_to_end: proto.reads_to_end,
+    };
+    Ok(Arc::new(AsyncSpansExec::new(
+        input,
+        input_order,
+        range,
+        columns,
+        fetch,
+    )))
+}
+
 impl AsyncEventsCodec {
     fn encode_scan(
         &self,
@@ -495,14 +583,20 @@ impl PhysicalExtensionCodec for AsyncEventsCodec {
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !inputs.is_empty() {
-            return exec_err!(
+        let proto = NodeProto::decode(buf).map_err(|e| bad(format_args!("{e}")))?;
+        match (proto.node, inputs) {
+            (Some(Node::Scan(scan)), []) => Ok(Arc::new(self.decode_scan(scan, ctx)?)),
+            (Some(Node::Spans(spans)), [input]) => decode_spans(spans, input.clone()),
+            (Some(Node::Scan(_)), _) => exec_err!(
                 "async_events codec: a scan has no inputs, got {}",
                 inputs.len()
-            );
+            ),
+            (Some(Node::Spans(_)), _) => exec_err!(
+                "async_events codec: a spans pairing has one input, got {}",
+                inputs.len()
+            ),
+            (None, _) => Err(bad("no node")),
         }
-        let proto = ScanProto::decode(buf).map_err(|e| bad(format_args!("{e}")))?;
-        Ok(Arc::new(self.decode_scan(proto, ctx)?))
     }
 
     fn try_encode(
@@ -511,10 +605,14 @@ impl PhysicalExtensionCodec for AsyncEventsCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let Some(scan) = node.downcast_ref::<AsyncEventsExec>() else {
+        let node = if let Some(scan) = node.downcast_ref::<AsyncEventsExec>() {
+            Node::Scan(self.encode_scan(scan, proto_converter)?)
+        } else if let Some(spans) = node.downcast_ref::<AsyncSpansExec>() {
+            Node::Spans(encode_spans(spans))
+        } else {
             return internal_err!("async_events codec: cannot encode {}", node.name());
         };
-        self.encode_scan(scan, proto_converter)?
+        NodeProto { node: Some(node) }
             .encode(buf)
             .map_err(|e| bad(format_args!("{e}")))
     }
@@ -559,12 +657,14 @@ impl LogicalExtensionCodec for AsyncEventsCodec {
                 location.store_url
             );
         };
-        Ok(Arc::new(AsyncEventsTable::new(
-            lake,
-            uuid(&proto.process_id, "the process id")?,
-            (proto.begin, proto.end),
-            options_from_proto(proto.options)?,
-        )))
+        let process_id = uuid(&proto.process_id, "the process id")?;
+        let bounds = (proto.begin, proto.end);
+        let options = options_from_proto(proto.options)?;
+        Ok(if proto.spans {
+            Arc::new(AsyncSpansTable::new(lake, process_id, bounds, options))
+        } else {
+            Arc::new(AsyncEventsTable::new(lake, process_id, bounds, options))
+        })
     }
 
     fn try_encode_table_provider(
@@ -573,18 +673,32 @@ impl LogicalExtensionCodec for AsyncEventsCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        let Some(table) = node.downcast_ref::<AsyncEventsTable>() else {
-            return internal_err!("async_events codec: cannot encode this table provider");
+        let proto = if let Some(table) = node.downcast_ref::<AsyncEventsTable>() {
+            let (begin, end) = table.bounds();
+            TableProto {
+                location: Some(location_to_proto(&LakeLocation::of(table.lake()))),
+                process_id: table.process_id().as_bytes().to_vec(),
+                begin,
+                end,
+                options: Some(options_to_proto(table.options())),
+                spans: false,
+            }
+        } else if let Some(table) = node.downcast_ref::<AsyncSpansTable>() {
+            let (lake, (begin, end), options) = table.parts();
+            TableProto {
+                location: Some(location_to_proto(&LakeLocation::of(lake))),
+                process_id: table.process_id().as_bytes().to_vec(),
+                begin,
+                end,
+                options: Some(options_to_proto(options)),
+                spans: true,
+            }
+        } else {
+            return internal_err!(
+                "async_events codec: cannot encode this table provider (only async_events and \
+                 async_spans tables)"
+            );
         };
-        let (begin, end) = table.bounds();
-        TableProto {
-            location: Some(location_to_proto(&LakeLocation::of(table.lake()))),
-            process_id: table.process_id().as_bytes().to_vec(),
-            begin,
-            end,
-            options: Some(options_to_proto(table.options())),
-        }
-        .encode(buf)
-        .map_err(|e| bad(format_args!("{e}")))
+        proto.encode(buf).map_err(|e| bad(format_args!("{e}")))
     }
 }

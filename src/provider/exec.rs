@@ -137,7 +137,6 @@ impl AsyncEventsExec {
     }
 
     /// A scan rebuilt from its data (a decoded plan): its handles are resolved when it runs.
-    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
     pub(crate) fn from_parts(
         state: ScanState,
         partitions: Partitions,
@@ -200,6 +199,29 @@ impl AsyncEventsExec {
                     .iter()
                     .map(|b| u64::try_from(b.nb_objects).unwrap_or(0));
                 (p.blocks.len(), events.sum())
+            })
+            .collect()
+    }
+
+    /// This scan cut for `tasks` tasks of a distributed engine: one scan per task, each reading
+    /// an equal share of the events (contiguous slices of the streams' blocks, to a block), in
+    /// the same number of partitions (about `per_task`; padded with empty ones), every partition
+    /// one stream's blocks in time order. The variants are plain data: each resolves its lake
+    /// where it runs and shares nothing with the others (time order is checked within a task).
+    pub fn task_variants(&self, tasks: usize, per_task: usize) -> Vec<Self> {
+        self.partitions
+            .split_for_tasks(tasks, per_task, self.reversed)
+            .into_iter()
+            .map(|partitions| {
+                let mut state = (*self.state).clone();
+                state.plan.partitions = partitions.clone();
+                Self::from_parts(
+                    state,
+                    partitions,
+                    self.reversed,
+                    self.fetch,
+                    self.pushed.clone(),
+                )
             })
             .collect()
     }

@@ -184,6 +184,112 @@ fn split_points(blocks: &[BlockRecord], ranges: usize) -> Vec<usize> {
     starts
 }
 
+/// Cuts whole stream segments (one partition each, in stream order) into runs, so that there
+/// are about `target` partitions of balanced weight (see [`ranges_per_stream`]). The blocks a
+/// segment's metadata query listed but pruned are counted in its first run.
+fn cut_into_runs(segments: Vec<PlannedPartition>, target: usize) -> Vec<PlannedPartition> {
+    let weights: Vec<u64> = segments
+        .iter()
+        .map(|s| s.blocks.iter().map(block_weight).sum())
+        .collect();
+    let counts: Vec<usize> = segments.iter().map(|s| s.blocks.len()).collect();
+    let ranges = ranges_per_stream(&weights, &counts, target.max(1));
+    let mut partitions = Vec::with_capacity(segments.len());
+    for (segment, ranges) in segments.into_iter().zip(ranges) {
+        let pruned = segment.listed.saturating_sub(segment.blocks.len());
+        let mut starts = split_points(&segment.blocks, ranges);
+        starts.push(segment.blocks.len());
+        for (k, run) in starts.windows(2).enumerate() {
+            let run = segment
+                .blocks
+                .get(run[0]..run[1])
+                .unwrap_or_default()
+                .to_vec();
+            partitions.push(PlannedPartition {
+                stream: segment.stream,
+                listed: run.len() + if k == 0 { pruned } else { 0 },
+                blocks: run,
+            });
+        }
+    }
+    partitions
+}
+
+impl Partitions {
+    /// The blocks of the scan spread over `tasks` tasks of a distributed engine, each with the
+    /// same number of partitions (an engine's requirement), for a task per worker.
+    ///
+    /// The streams' blocks, end to end in stream order, are cut into `tasks` contiguous slices
+    /// of equal weight (to a block), so a task reads the same share of events whatever the skew
+    /// between streams; a busy stream may be cut between tasks. Each task's slice is then cut
+    /// into runs for about `per_task` partitions, as a local scan is for `target_partitions`,
+    /// and the tasks with fewer partitions are padded with empty ones. Every partition still
+    /// reads one stream's blocks in time order. With `whole_runs` (a scan read newest first)
+    /// a task's segments are not cut further.
+    pub fn split_for_tasks(&self, tasks: usize, per_task: usize, whole_runs: bool) -> Vec<Self> {
+        let tasks = tasks.max(1);
+        let joined = self.per_stream().0;
+        let total: u128 = joined
+            .iter()
+            .flat_map(|p| &p.blocks)
+            .map(|b| u128::from(block_weight(b)))
+            .sum();
+        let mut slices: Vec<Vec<PlannedPartition>> = vec![Vec::new(); tasks];
+        let mut seen = 0u128;
+        for stream in joined {
+            let pruned = stream.listed.saturating_sub(stream.blocks.len());
+            if stream.blocks.is_empty() {
+                // Every block pruned: nothing to read, but its listing is still counted.
+                let task = (seen * tasks as u128).checked_div(total).unwrap_or(0) as usize;
+                slices[task.min(tasks - 1)].push(stream);
+                continue;
+            }
+            let mut first = true;
+            for block in stream.blocks {
+                let weight = u128::from(block_weight(&block));
+                // The task whose share holds the block's middle: slices are contiguous.
+                let task = ((2 * seen + weight) * tasks as u128)
+                    .checked_div(2 * total)
+                    .unwrap_or(0) as usize;
+                seen += weight;
+                let slice = &mut slices[task.min(tasks - 1)];
+                match slice.last_mut() {
+                    Some(last) if last.stream == stream.stream && !first => {
+                        last.blocks.push(block);
+                        last.listed += 1;
+                    }
+                    _ => slice.push(PlannedPartition {
+                        stream: stream.stream,
+                        listed: 1 + if first { pruned } else { 0 },
+                        blocks: vec![block],
+                    }),
+                }
+                first = false;
+            }
+        }
+        let mut variants: Vec<Vec<PlannedPartition>> = slices
+            .into_iter()
+            .map(|slice| {
+                if whole_runs {
+                    slice
+                } else {
+                    cut_into_runs(slice, per_task)
+                }
+            })
+            .collect();
+        let width = variants.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        for variant in &mut variants {
+            let stream = variant.last().map_or(0, |p| p.stream);
+            variant.resize_with(width, || PlannedPartition {
+                stream,
+                blocks: vec![],
+                listed: 0,
+            });
+        }
+        variants.into_iter().map(Self).collect()
+    }
+}
+
 /// The columns a scan decodes and the order in which it outputs them.
 ///
 /// The decoder fills columns in schema order, each once; a projection may name them in any
@@ -246,7 +352,7 @@ impl ScanProjection {
 
 /// What every clone and partition of a planned scan shares: the blocks and how to read them,
 /// as data (what executes them is resolved when they run: see [`super::handles`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ScanState {
     pub location: LakeLocation,
     pub process_id: Uuid,
@@ -435,16 +541,10 @@ pub(crate) async fn plan_scan(
         blocks.sort_by_key(|b| (b.begin_ticks, b.object_offset));
         kept.push((stream, blocks, listed));
     }
-    let weights: Vec<u64> = kept
-        .iter()
-        .map(|(_, blocks, _)| blocks.iter().map(block_weight).sum())
-        .collect();
-    let counts: Vec<usize> = kept.iter().map(|(_, blocks, _)| blocks.len()).collect();
-    let ranges = ranges_per_stream(&weights, &counts, target_partitions.max(1));
     let mut planned_streams = Vec::with_capacity(kept.len());
     let mut compiled = Vec::with_capacity(kept.len());
-    let mut partitions = Vec::new();
-    for ((stream, blocks, listed), ranges) in kept.into_iter().zip(ranges) {
+    let mut whole = Vec::with_capacity(kept.len());
+    for (stream, blocks, listed) in kept {
         let index = planned_streams.len();
         compiled.push(layouts.layout(process_id, &stream)?);
         planned_streams.push(PlannedStream {
@@ -453,23 +553,17 @@ pub(crate) async fn plan_scan(
             dependencies_metadata: stream.dependencies_metadata,
             objects_metadata: stream.objects_metadata,
         });
-        let pruned = listed - blocks.len();
-        let mut starts = split_points(&blocks, ranges);
-        starts.push(blocks.len());
-        for (k, run) in starts.windows(2).enumerate() {
-            let run = blocks.get(run[0]..run[1]).unwrap_or_default().to_vec();
-            partitions.push(PlannedPartition {
-                stream: index,
-                listed: run.len() + if k == 0 { pruned } else { 0 },
-                blocks: run,
-            });
-        }
+        whole.push(PlannedPartition {
+            stream: index,
+            blocks,
+            listed,
+        });
     }
     let plan = PlannedScan {
         clock,
         clock_params,
         streams: planned_streams,
-        partitions: Partitions(partitions),
+        partitions: Partitions(cut_into_runs(whole, target_partitions)),
     };
     Ok((plan, compiled))
 }
@@ -524,6 +618,81 @@ mod tests {
         assert_eq!(split_points(&skewed, 2), [0, 1]);
         assert_eq!(split_points(&blocks(&[5]), 4), [0]);
         assert_eq!(split_points(&[], 3), [0]);
+    }
+
+    /// A run of `stream` whose first block starts at tick `first`.
+    fn partition(stream: usize, events: &[i32], listed: usize, first: i64) -> PlannedPartition {
+        let mut blocks = blocks(events);
+        for b in &mut blocks {
+            b.begin_ticks += first;
+            b.end_ticks += first;
+        }
+        PlannedPartition {
+            stream,
+            blocks,
+            listed,
+        }
+    }
+
+    fn task_weights(variants: &[Partitions]) -> Vec<u64> {
+        variants
+            .iter()
+            .map(|v| v.0.iter().flat_map(|p| &p.blocks).map(block_weight).sum())
+            .collect()
+    }
+
+    #[test]
+    fn tasks_get_equal_shares_of_a_skewed_scan() {
+        // One hot stream (cut in four runs locally) and three light ones.
+        let scan = Partitions(vec![
+            partition(0, &[100; 30], 32, 0),
+            partition(1, &[100; 30], 30, 0),
+            partition(1, &[100; 30], 30, 30),
+            partition(1, &[100; 30], 30, 60),
+            partition(1, &[100; 30], 30, 90),
+            partition(2, &[100; 2], 2, 0),
+            partition(3, &[], 5, 0),
+        ]);
+        for tasks in [1, 2, 3, 4, 7] {
+            let variants = scan.split_for_tasks(tasks, 2, false);
+            assert_eq!(variants.len(), tasks);
+            let width = variants[0].len();
+            assert!(variants.iter().all(|v| v.len() == width), "{tasks} tasks");
+            let weights = task_weights(&variants);
+            let (max, min) = (weights.iter().max().unwrap(), weights.iter().min().unwrap());
+            assert!(max - min <= 101, "{tasks} tasks: {weights:?}");
+            // Nothing lost or read twice, every listing counted, streams in time order.
+            let mut read: Vec<Uuid> = variants
+                .iter()
+                .flat_map(|v| &v.0)
+                .flat_map(|p| p.blocks.iter().map(|b| b.block_id))
+                .collect();
+            assert_eq!(read.len(), 152, "{tasks} tasks");
+            let listed: usize = variants.iter().map(Partitions::listed_count).sum();
+            assert_eq!(listed, scan.listed_count(), "{tasks} tasks");
+            for p in variants.iter().flat_map(|v| &v.0) {
+                assert!(
+                    p.blocks
+                        .windows(2)
+                        .all(|w| w[0].begin_ticks < w[1].begin_ticks)
+                );
+            }
+            read.sort_unstable();
+            read.dedup();
+            assert_eq!(read.len(), 152, "{tasks} tasks: a block read twice");
+        }
+        // Newest first: segments are not cut further.
+        let whole = scan.split_for_tasks(2, 8, true);
+        assert!(whole.iter().all(|v| v.len() <= 3), "{whole:?}");
+        // More tasks than blocks: the extra tasks read nothing.
+        let tiny = Partitions(vec![partition(0, &[5, 5], 2, 0)]);
+        let variants = tiny.split_for_tasks(4, 2, false);
+        assert_eq!(
+            task_weights(&variants).iter().filter(|&&w| w > 0).count(),
+            2
+        );
+        assert!(variants.iter().all(|v| v.len() == 1));
+        assert_eq!(Partitions::default().split_for_tasks(3, 2, false).len(), 3);
     }
 
     #[test]

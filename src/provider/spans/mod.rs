@@ -25,6 +25,8 @@ mod pairing;
 mod table;
 
 pub use pairing::AsyncSpansExec;
+#[cfg_attr(not(feature = "codec"), allow(unused_imports))]
+pub(crate) use pairing::PairingRange;
 pub use table::AsyncSpansTable;
 
 use crate::format::{Column, async_events_schema, column_type};

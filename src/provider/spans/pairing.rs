@@ -106,6 +106,20 @@ impl AsyncSpansExec {
     }
 }
 
+impl AsyncSpansExec {
+    /// What the plan says, for the codec: the range, the output columns, the limit and whether
+    /// the input's time order is required.
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn parts(&self) -> (PairingRange, &[SpanColumn], Option<usize>, bool) {
+        (
+            self.range,
+            &self.projection,
+            self.fetch,
+            self.input_order.is_some(),
+        )
+    }
+}
+
 fn format_ns(ns: Option<i64>) -> String {
     ns.map_or("..".into(), |ns| {
         chrono::DateTime::from_timestamp_nanos(ns)

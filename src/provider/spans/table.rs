@@ -85,6 +85,12 @@ impl AsyncSpansTable {
         self.process_id
     }
 
+    /// What the table was made of, for the codec: the lake, the range and the options.
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn parts(&self) -> (&Lake, (Option<i64>, Option<i64>), &ScanOptions) {
+        (&self.lake, self.bounds, &self.options)
+    }
+
     fn classify(filter: &Expr, now: Option<chrono::DateTime<chrono::Utc>>) -> SpanFilter {
         let columns: BTreeSet<Option<SpanColumn>> = filter
             .column_refs()
