@@ -35,7 +35,8 @@
 
 use crate::lake::Lake;
 use crate::provider::{
-    AsyncEventsCodec, AsyncEventsExec, AsyncEventsTable, LakeRegistry, ScanOptions,
+    AsyncEventsCodec, AsyncEventsExec, AsyncEventsTable, AsyncSpansExec, AsyncSpansTable,
+    LakeRegistry, ScanOptions,
 };
 use ::ballista::prelude::{SessionConfigExt, SessionContextExt};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
@@ -75,12 +76,13 @@ const ONE_TASK: &[u8] = b"\0async_events:one_task:1\0";
 
 /// Whether [`AsyncEventsCodec`] encodes this plan node.
 fn is_our_node(node: &dyn ExecutionPlan) -> bool {
-    node.is::<AsyncEventsExec>()
+    node.is::<AsyncEventsExec>() || node.is::<AsyncSpansExec>()
 }
 
 /// Whether [`AsyncEventsCodec`] encodes this table.
 fn is_our_table(table: &dyn TableProvider) -> bool {
     table.downcast_ref::<AsyncEventsTable>().is_some()
+        || table.downcast_ref::<AsyncSpansTable>().is_some()
 }
 
 /// `bytes` behind [`PREFIX`].
@@ -91,8 +93,8 @@ fn prefixed(buf: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) 
     Ok(())
 }
 
-/// Ballista's logical codec with `async_events` tables added (behind [`PREFIX`]); everything
-/// else goes to the wrapped codec.
+/// Ballista's logical codec with `async_events` and `async_spans` tables added (behind
+/// [`PREFIX`]); everything else goes to the wrapped codec.
 #[derive(Debug, Clone)]
 pub struct LogicalCodec {
     inner: Arc<dyn LogicalExtensionCodec>,
@@ -157,7 +159,7 @@ impl LogicalExtensionCodec for LogicalCodec {
             .map_err(|e| {
                 e.context(format!(
                     "table {table_ref} has no codec: of this crate's tables, only async_events \
-                     tables can be sent to a Ballista scheduler"
+                     and async_spans tables can be sent to a Ballista scheduler"
                 ))
             })
     }
@@ -219,8 +221,8 @@ impl LogicalExtensionCodec for LogicalCodec {
     }
 }
 
-/// Ballista's physical codec with `async_events` scans (behind [`PREFIX`]) and [`OneTaskExec`]
-/// added; everything else goes to the wrapped codec.
+/// Ballista's physical codec with `async_events` scans and `async_spans` pairings (behind
+/// [`PREFIX`]) and [`OneTaskExec`] added; everything else goes to the wrapped codec.
 #[derive(Debug, Clone)]
 pub struct PhysicalCodec {
     inner: Arc<dyn PhysicalExtensionCodec>,
@@ -346,7 +348,8 @@ impl PhysicalExtensionCodec for PhysicalCodec {
 /// A physical optimizer rule for the scheduler of a Ballista cluster: each `async_events` scan
 /// of more than one partition is put under a [`OneTaskExec`], so that one Ballista task reads
 /// the whole scan (see the module docs for why). The rows are the same; the operators above see
-/// one partition.
+/// one partition. The scan of an `async_spans` pairing is left alone: the pairing has one
+/// partition and reads all of its scan's.
 ///
 /// [`standalone_context`] installs it; a remote scheduler needs it in the session state its
 /// `override_session_builder` makes (`SessionStateBuilder::with_physical_optimizer_rule`), and
@@ -362,6 +365,10 @@ impl PhysicalOptimizerRule for ScanInOneTask {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_down(|node| {
+            if node.is::<AsyncSpansExec>() {
+                // One partition already, which reads every partition of its scan itself.
+                return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
+            }
             if node.downcast_ref::<AsyncEventsExec>().is_none()
                 || node.output_partitioning().partition_count() <= 1
             {

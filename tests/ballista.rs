@@ -69,8 +69,9 @@ fn single_i64(batches: &[RecordBatch]) -> i64 {
     b.column(0).as_primitive::<Int64Type>().value(0)
 }
 
-/// The physical plan the scheduler would run is not visible from the client (it holds a
-/// `DistributedQueryExec`), so this checks that the query did go through Ballista.
+/// The query goes through Ballista (the client's plan is a `DistributedQueryExec`), and in the
+/// stages the scheduler planned every scan is read by one task: under a `OneTaskExec`, or under
+/// the `async_spans` pairing, which reads all of its scan's partitions.
 async fn assert_distributed(ctx: &SessionContext, sql: &str) {
     let plan = ctx
         .sql(sql)
@@ -80,6 +81,23 @@ async fn assert_distributed(ctx: &SessionContext, sql: &str) {
         .await
         .unwrap();
     assert_eq!(plan.name(), "DistributedQueryExec", "{sql}");
+    let explained = lines(&query(ctx, &format!("EXPLAIN {sql}")).await);
+    let stages = explained
+        .iter()
+        .find_map(|l| l.strip_prefix("distributed_plan|"))
+        .unwrap_or_else(|| panic!("no distributed plan in {explained:?}"));
+    let stage_lines: Vec<&str> = stages.lines().collect();
+    let scans: Vec<usize> = (0..stage_lines.len())
+        .filter(|&i| stage_lines[i].trim_start().starts_with("AsyncEventsExec"))
+        .collect();
+    assert!(!scans.is_empty(), "{stages}");
+    for i in scans {
+        let above = stage_lines[i - 1].trim_start();
+        assert!(
+            above.starts_with("OneTaskExec") || above.starts_with("AsyncSpansExec"),
+            "{sql}\n{stages}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,6 +152,14 @@ async fn queries_give_the_same_rows_under_ballista_standalone() {
         ),
         format!(
             "SELECT event_type, count(*), max(time) FROM view_instance('async_events', '{pid}') GROUP BY event_type"
+        ),
+        format!(
+            "SELECT name, count(*), min(duration), max(duration), sum(CAST(finished AS INT)) \
+             FROM async_spans('{pid}') GROUP BY name"
+        ),
+        format!(
+            "SELECT depth, count(*), max(\"end\") FROM view_instance('async_spans', '{pid}') \
+             WHERE begin > '{mid}' GROUP BY depth"
         ),
     ];
     for sql in &sorted_cases {
