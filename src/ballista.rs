@@ -19,19 +19,22 @@
 //! Ballista 55 runs a stage as tasks that each take a slice of its partitions, and restricts the
 //! stage's leaves to the slice only for the leaves it knows (shuffle readers, file and memory
 //! scans: `restrict_plan_to_partitions` in `ballista-scheduler`). Any other leaf is executed
-//! whole by every task, which would repeat each row once per task. [`ScanInOneTask`] (installed
-//! by [`standalone_context`]) avoids that: it merges each scan's partitions inside its stage, so
-//! the scan is read by one task (its partitions still read concurrently); the stages above it
-//! are spread over the executors as usual.
+//! whole by every task, which would repeat rows once per task. [`ScanInOneTask`] (installed by
+//! [`standalone_context`]) avoids that: it puts each scan under a [`OneTaskExec`], a merge of
+//! its partitions inside its stage, so the scan is read by one task (its partitions still read
+//! concurrently) and the stages above it are spread over the task slots as usual. Ballista's
+//! adaptive planner drops the session's physical optimizer rules, so it is turned off.
 //!
-//! What cannot run under Ballista: `thread_streams(pid)` and the metadata tables
+//! What runs: `async_events(...)`, `async_spans(...)` and `view_instance(...)` of either.
+//! What does not: `thread_streams(pid)` and the metadata tables
 //! ([`register_metadata_tables`](crate::register_metadata_tables)): their table providers have
 //! no codec, so a plan reading them fails when the client encodes it.
 //!
 //! A cluster of separate processes takes the same codecs (Ballista's `SchedulerConfig` and
-//! `ExecutorProcessConfig` have `override_logical_codec` / `override_physical_codec`), and each
-//! scheduler and executor process must open the lake and add it to its
-//! [`LakeRegistry::global`] (what [`register`](crate::register) does) before running plans.
+//! `ExecutorProcessConfig` have `override_logical_codec` / `override_physical_codec`), a
+//! scheduler session with [`ScanInOneTask`] and the adaptive planner off, and each scheduler
+//! and executor process must open the lake and add it to its [`LakeRegistry::global`] (what
+//! [`register`](crate::register) does) before running plans. Only standalone mode is tested.
 
 use crate::lake::Lake;
 use crate::provider::{
@@ -85,7 +88,7 @@ fn is_our_table(table: &dyn TableProvider) -> bool {
         || table.downcast_ref::<AsyncSpansTable>().is_some()
 }
 
-/// `bytes` behind [`PREFIX`].
+/// What `encode` writes, behind [`PREFIX`].
 fn prefixed(buf: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
     let mut bytes = PREFIX.to_vec();
     encode(&mut bytes)?;
