@@ -22,6 +22,8 @@
 //! and scan) → [`lake`] (metadata database and object store) and [`format`](mod@format) (block bytes to
 //! Arrow rows). [`recorder`] writes instrumented programs into a lake.
 
+#[cfg(feature = "distributed")]
+pub mod distributed;
 mod error;
 pub mod format;
 pub mod lake;
