@@ -24,6 +24,8 @@
 
 #[cfg(feature = "ballista")]
 pub mod ballista;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 mod error;
 pub mod format;
 pub mod lake;

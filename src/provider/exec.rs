@@ -212,8 +212,19 @@ impl AsyncEventsExec {
         self.partitions
             .split_for_tasks(tasks, per_task, self.reversed)
             .into_iter()
-            .map(|partitions| {
+            .map(|mut partitions| {
+                // A task carries the metadata of the streams it reads, no other.
                 let mut state = (*self.state).clone();
+                let mut kept: Vec<usize> = partitions.0.iter().map(|p| p.stream).collect();
+                kept.sort_unstable();
+                kept.dedup();
+                state.plan.streams = kept
+                    .iter()
+                    .filter_map(|&i| self.state.plan.streams.get(i).cloned())
+                    .collect();
+                for p in &mut partitions.0 {
+                    p.stream = kept.binary_search(&p.stream).unwrap_or_default();
+                }
                 state.plan.partitions = partitions.clone();
                 Self::from_parts(
                     state,

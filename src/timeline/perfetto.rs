@@ -495,7 +495,7 @@ impl TableProvider for PerfettoTraceTable {
 
 /// Writes the trace of its input (`async_spans` rows) as chunks.
 #[derive(Debug)]
-struct PerfettoTraceExec {
+pub(crate) struct PerfettoTraceExec {
     input: Arc<dyn ExecutionPlan>,
     process_name: String,
     pid: i32,

@@ -138,7 +138,11 @@ pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        let rest: String = chars[i..chars.len().min(i + 40)].iter().collect();
+        // Ids and times are ASCII (byte offsets below are char offsets).
+        let rest: String = chars[i..chars.len().min(i + 40)]
+            .iter()
+            .take_while(|c| c.is_ascii())
+            .collect();
         if rest.len() >= 36
             && uuid::Uuid::parse_str(&rest[..36]).is_ok()
             && rest.as_bytes()[8] == b'-'
