@@ -22,6 +22,8 @@
 //! first (how evenly they can keep `target` cores busy) and for `target` tasks that take equal
 //! counts of consecutive partitions (as datafusion-distributed's partition isolator does), and
 //! the planning time (median of `--runs` after one cold run, which also compiles the layouts).
+//! A last table cuts each scan for 2 to 256 tasks of a distributed engine as the `distributed`
+//! feature does (`AsyncEventsExec::task_variants`) and prints the largest task over the mean.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -204,6 +206,15 @@ fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&AsyncEventsExec> {
     plan.children().into_iter().find_map(find_scan)
 }
 
+async fn plan_of(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(sql)
+        .await
+        .expect("SQL")
+        .create_physical_plan()
+        .await
+        .expect("plan")
+}
+
 fn max_over_mean(values: impl IntoIterator<Item = u64>) -> f64 {
     let values: Vec<u64> = values.into_iter().collect();
     let max = values.iter().copied().max().unwrap_or(0) as f64;
@@ -301,13 +312,7 @@ async fn main() {
             let mut cold = None;
             for _ in 0..=args.runs {
                 let t = Instant::now();
-                let plan = ctx
-                    .sql(&sql)
-                    .await
-                    .expect("SQL")
-                    .create_physical_plan()
-                    .await
-                    .expect("plan");
+                let plan = plan_of(&ctx, &sql).await;
                 let elapsed = t.elapsed();
                 sizes = find_scan(&plan)
                     .expect("an AsyncEventsExec")
@@ -329,6 +334,49 @@ async fn main() {
                 max_over_mean(task_loads(&events, target)),
                 median_ms(times),
                 cold.unwrap_or_default().as_secs_f64() * 1e3,
+            );
+        }
+    }
+    // What the `distributed` feature hands to the tasks of datafusion-distributed:
+    // `AsyncEventsExec::task_variants`, equal shares of events as contiguous slices.
+    println!();
+    println!(
+        "| process | tasks | partitions per task | largest/mean task: events | blocks | \
+         splitting (median) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, pid) in &processes {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(8));
+        register(&ctx, lake.clone());
+        let sql = format!("SELECT * FROM async_events('{pid}')");
+        let plan = plan_of(&ctx, &sql).await;
+        let scan = find_scan(&plan).expect("an AsyncEventsExec");
+        for tasks in [2, 4, 16, 64, 256] {
+            let mut times = Vec::new();
+            let mut variants = Vec::new();
+            for _ in 0..args.runs {
+                let t = Instant::now();
+                variants = scan.task_variants(tasks, 8);
+                times.push(t.elapsed());
+            }
+            let loads: Vec<(u64, u64)> = variants
+                .iter()
+                .map(|v| {
+                    let sizes = v.partition_sizes();
+                    (
+                        sizes.iter().map(|s| s.1).sum(),
+                        sizes.iter().map(|s| s.0 as u64).sum(),
+                    )
+                })
+                .collect();
+            let blocks: u64 = loads.iter().map(|l| l.1).sum();
+            assert_eq!(blocks as usize, BLOCKS, "every block in one task");
+            println!(
+                "| {name} | {tasks} | {} | {:.3} | {:.3} | {:.1} ms |",
+                variants[0].partition_sizes().len(),
+                max_over_mean(loads.iter().map(|l| l.0)),
+                max_over_mean(loads.iter().map(|l| l.1)),
+                median_ms(times),
             );
         }
     }

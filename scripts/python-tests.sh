@@ -25,7 +25,7 @@ fi
   -r python/tests/flight/requirements-flight.txt -r python/tests/package/requirements.txt
 
 # One build for both (the same features, so neither overwrites the other).
-cargo build -q --features server --bin async-events --example telemetry_generator
+cargo build -q --features "${ASYNC_EVENTS_TEST_FEATURES:-server}" --bin async-events --example telemetry_generator
 BIN="$CARGO_TARGET_DIR/debug/async-events"
 GENERATOR="$CARGO_TARGET_DIR/debug/examples/telemetry_generator"
 

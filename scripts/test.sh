@@ -8,6 +8,9 @@ if [ -z "${ASYNC_EVENTS_TEST_POSTGRES:-}" ]; then
   eval "$(scripts/pg-server.sh start)"
   trap 'scripts/pg-server.sh stop "$PG_DIR"' EXIT
 fi
-cargo test --features server "$@"
+# Every feature the tests cover, in one build (Ballista turns on DataFusion's default features:
+# building the CLI for the Python tests with the same set reuses it).
+export ASYNC_EVENTS_TEST_FEATURES="${ASYNC_EVENTS_TEST_FEATURES:-server,distributed,ballista}"
+cargo test --features "$ASYNC_EVENTS_TEST_FEATURES" "$@"
 # The Flight SQL server with the micromegas Python client (a virtual environment, pip).
 scripts/python-tests.sh

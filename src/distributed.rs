@@ -193,10 +193,10 @@ impl LocalCluster {
         &self.urls
     }
 
-    /// A coordinating session state on this cluster: DataFusion's defaults, `config`, the
-    /// distributed planner and [`coordinator`]'s handlers. Register the lake on the context made
-    /// from it.
-    pub fn session_state(&self, config: SessionConfig) -> datafusion::execution::SessionState {
+    /// A coordinating session on this cluster: DataFusion's defaults, `config`, the distributed
+    /// planner and [`coordinator`]'s handlers, for more datafusion-distributed options
+    /// (`with_distributed_max_tasks_per_stage`, …) before `build()`.
+    pub fn session_builder(&self, config: SessionConfig) -> SessionStateBuilder {
         coordinator(
             SessionStateBuilder::new()
                 .with_default_features()
@@ -205,7 +205,11 @@ impl LocalCluster {
                 .with_distributed_channel_resolver(self.clone())
                 .with_distributed_planner(),
         )
-        .build()
+    }
+
+    /// [`Self::session_builder`], built. Register the lake on the context made from it.
+    pub fn session_state(&self, config: SessionConfig) -> datafusion::execution::SessionState {
+        self.session_builder(config).build()
     }
 }
 

@@ -8,7 +8,7 @@
 //! TopK dynamic filter can skip the older ones.
 
 use super::handles::ScanHandles;
-use super::plan::{Partitions, ScanState};
+use super::plan::{Partitions, PlannedScan, ScanState};
 use super::stream::{PartitionArgs, PartitionMetrics, partition_stream};
 use crate::format::Column;
 use chrono::DateTime;
@@ -214,18 +214,28 @@ impl AsyncEventsExec {
             .into_iter()
             .map(|mut partitions| {
                 // A task carries the metadata of the streams it reads, no other.
-                let mut state = (*self.state).clone();
                 let mut kept: Vec<usize> = partitions.0.iter().map(|p| p.stream).collect();
                 kept.sort_unstable();
                 kept.dedup();
-                state.plan.streams = kept
-                    .iter()
-                    .filter_map(|&i| self.state.plan.streams.get(i).cloned())
-                    .collect();
                 for p in &mut partitions.0 {
                     p.stream = kept.binary_search(&p.stream).unwrap_or_default();
                 }
-                state.plan.partitions = partitions.clone();
+                let s = &self.state;
+                let state = ScanState {
+                    location: s.location.clone(),
+                    process_id: s.process_id,
+                    plan: PlannedScan {
+                        clock: s.plan.clock,
+                        clock_params: s.plan.clock_params,
+                        streams: (kept.iter())
+                            .filter_map(|&i| s.plan.streams.get(i).cloned())
+                            .collect(),
+                        partitions: partitions.clone(),
+                    },
+                    predicate: s.predicate.clone(),
+                    projection: s.projection.clone(),
+                    options: s.options.clone(),
+                };
                 Self::from_parts(
                     state,
                     partitions,
