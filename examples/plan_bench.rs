@@ -341,22 +341,25 @@ async fn main() {
     // `AsyncEventsExec::task_variants`, equal shares of events as contiguous slices.
     println!();
     println!(
-        "| process | tasks | partitions per task | largest/mean task: events | blocks | \
-         splitting (median) |"
+        "| process | tasks | block cost (events) | partitions per task | \
+         largest/mean task: events | blocks | splitting (median) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (name, pid) in &processes {
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(8));
         register(&ctx, lake.clone());
         let sql = format!("SELECT * FROM async_events('{pid}')");
         let plan = plan_of(&ctx, &sql).await;
         let scan = find_scan(&plan).expect("an AsyncEventsExec");
-        for tasks in [2, 4, 16, 64, 256] {
+        for (tasks, block_cost) in [2, 4, 16, 64, 256]
+            .into_iter()
+            .flat_map(|t| [(t, 1), (t, 4_500)])
+        {
             let mut times = Vec::new();
             let mut variants = Vec::new();
             for _ in 0..args.runs {
                 let t = Instant::now();
-                variants = scan.task_variants(tasks, 8);
+                variants = scan.task_variants(tasks, 8, block_cost);
                 times.push(t.elapsed());
             }
             let loads: Vec<(u64, u64)> = variants
@@ -372,7 +375,7 @@ async fn main() {
             let blocks: u64 = loads.iter().map(|l| l.1).sum();
             assert_eq!(blocks as usize, BLOCKS, "every block in one task");
             println!(
-                "| {name} | {tasks} | {} | {:.3} | {:.3} | {:.1} ms |",
+                "| {name} | {tasks} | {block_cost} | {} | {:.3} | {:.3} | {:.1} ms |",
                 variants[0].partition_sizes().len(),
                 max_over_mean(loads.iter().map(|l| l.0)),
                 max_over_mean(loads.iter().map(|l| l.1)),

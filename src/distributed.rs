@@ -12,7 +12,8 @@
 //!   trace): they run in one task with their scan, so their answers stay those of local
 //!   execution;
 //! - the scan cut for those tasks ([`AsyncEventsExec::task_variants`]): each task reads an equal
-//!   share of the events, as contiguous runs of the streams' blocks in time order.
+//!   share of the events (or of the blocks: [`DistributedScanOptions::block_cost_events`]), as
+//!   contiguous runs of the streams' blocks in time order.
 //!
 //! A worker executes the scans it receives on the lake it opened under the same URLs: register
 //! the lake in the worker process ([`LakeRegistry::global`]`().add(&lake)` or
@@ -41,6 +42,11 @@ extensions_options! {
         /// Blocks a task should read at least: a scan of `n` blocks asks for `n / blocks_per_task`
         /// tasks (at least one; datafusion-distributed caps it at the number of workers).
         pub blocks_per_task: usize, default = 32
+        /// What fetching a block costs, in events, when the blocks are shared among tasks:
+        /// 1 (the default) gives each task the same number of events to decode; about 4 500
+        /// (a full block) also evens out the blocks, i.e. the object store requests, when
+        /// small blocks flushed by time sit beside full ones.
+        pub block_cost_events: u64, default = 1
     }
 }
 
@@ -59,17 +65,16 @@ pub fn desired_task_count(
         return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
     }
     let scan = plan.downcast_ref::<AsyncEventsExec>()?;
-    let per_task = event
-        .session_config
-        .options()
-        .extensions
-        .get::<DistributedScanOptions>()
-        .map_or(DistributedScanOptions::default().blocks_per_task, |o| {
-            o.blocks_per_task
-        })
-        .max(1);
+    let per_task = options(event.session_config).blocks_per_task.max(1);
     let tasks = scan.planned_blocks().div_ceil(per_task).max(1);
     Some(Ok(DesiredTaskCountEventResponse::desired(tasks)))
+}
+
+fn options(config: &SessionConfig) -> DistributedScanOptions {
+    (config.options().extensions)
+        .get::<DistributedScanOptions>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[cfg(feature = "timeline")]
@@ -90,8 +95,13 @@ pub fn scale_up_scan(event: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNo
     if event.task_count <= 1 {
         return None;
     }
+    let block_cost = options(event.session_config).block_cost_events;
     let variants = scan
-        .task_variants(event.task_count, event.session_config.target_partitions())
+        .task_variants(
+            event.task_count,
+            event.session_config.target_partitions(),
+            block_cost,
+        )
         .into_iter()
         .map(|v| Arc::new(v) as Arc<dyn ExecutionPlan>);
     Some(

@@ -204,13 +204,16 @@ impl AsyncEventsExec {
     }
 
     /// This scan cut for `tasks` tasks of a distributed engine: one scan per task, each reading
-    /// an equal share of the events (contiguous slices of the streams' blocks, to a block), in
+    /// an equal share of the weight (contiguous slices of the streams' blocks, to a block), in
     /// the same number of partitions (about `per_task`; padded with empty ones), every partition
     /// one stream's blocks in time order. The variants are plain data: each resolves its lake
     /// where it runs and shares nothing with the others (time order is checked within a task).
-    pub fn task_variants(&self, tasks: usize, per_task: usize) -> Vec<Self> {
+    ///
+    /// A block weighs its events plus `block_cost` (what fetching it costs, in events): 1
+    /// balances decoding, the events of a full block (about 4 500) the object store requests.
+    pub fn task_variants(&self, tasks: usize, per_task: usize, block_cost: u64) -> Vec<Self> {
         self.partitions
-            .split_for_tasks(tasks, per_task, self.reversed)
+            .split_for_tasks(tasks, per_task, self.reversed, block_cost)
             .into_iter()
             .map(|mut partitions| {
                 // A task carries the metadata of the streams it reads, no other.

@@ -226,14 +226,23 @@ impl Partitions {
     /// and the tasks with fewer partitions are padded with empty ones. Every partition still
     /// reads one stream's blocks in time order. With `whole_runs` (a scan read newest first)
     /// a task's segments are not cut further.
-    pub fn split_for_tasks(&self, tasks: usize, per_task: usize, whole_runs: bool) -> Vec<Self> {
+    ///
+    /// A block weighs its events plus `block_cost` (what fetching it costs, in events): 1
+    /// balances the decoding; the events of a full block balance the fetches (object store
+    /// requests) as much.
+    pub fn split_for_tasks(
+        &self,
+        tasks: usize,
+        per_task: usize,
+        whole_runs: bool,
+        block_cost: u64,
+    ) -> Vec<Self> {
         let tasks = tasks.max(1);
         let joined = self.per_stream().0;
-        let total: u128 = joined
-            .iter()
-            .flat_map(|p| &p.blocks)
-            .map(|b| u128::from(block_weight(b)))
-            .sum();
+        let weight = |b: &BlockRecord| {
+            u128::from(u64::try_from(b.nb_objects).unwrap_or(0)) + u128::from(block_cost.max(1))
+        };
+        let total: u128 = joined.iter().flat_map(|p| &p.blocks).map(weight).sum();
         let mut slices: Vec<Vec<PlannedPartition>> = vec![Vec::new(); tasks];
         let mut seen = 0u128;
         for stream in joined {
@@ -246,7 +255,7 @@ impl Partitions {
             }
             let mut first = true;
             for block in stream.blocks {
-                let weight = u128::from(block_weight(&block));
+                let weight = weight(&block);
                 // The task whose share holds the block's middle: slices are contiguous.
                 let task = ((2 * seen + weight) * tasks as u128)
                     .checked_div(2 * total)
@@ -654,7 +663,7 @@ mod tests {
             partition(3, &[], 5, 0),
         ]);
         for tasks in [1, 2, 3, 4, 7] {
-            let variants = scan.split_for_tasks(tasks, 2, false);
+            let variants = scan.split_for_tasks(tasks, 2, false, 1);
             assert_eq!(variants.len(), tasks);
             let width = variants[0].len();
             assert!(variants.iter().all(|v| v.len() == width), "{tasks} tasks");
@@ -682,17 +691,33 @@ mod tests {
             assert_eq!(read.len(), 152, "{tasks} tasks: a block read twice");
         }
         // Newest first: segments are not cut further.
-        let whole = scan.split_for_tasks(2, 8, true);
+        let whole = scan.split_for_tasks(2, 8, true, 1);
         assert!(whole.iter().all(|v| v.len() <= 3), "{whole:?}");
         // More tasks than blocks: the extra tasks read nothing.
         let tiny = Partitions(vec![partition(0, &[5, 5], 2, 0)]);
-        let variants = tiny.split_for_tasks(4, 2, false);
+        let variants = tiny.split_for_tasks(4, 2, false, 1);
         assert_eq!(
             task_weights(&variants).iter().filter(|&&w| w > 0).count(),
             2
         );
         assert!(variants.iter().all(|v| v.len() == 1));
-        assert_eq!(Partitions::default().split_for_tasks(3, 2, false).len(), 3);
+        assert_eq!(
+            Partitions::default().split_for_tasks(3, 2, false, 1).len(),
+            3
+        );
+        // Blocks of 10 and 1 000 events: balanced by events, or by blocks when a fetch costs
+        // as much as a large block.
+        let mixed = Partitions(vec![
+            partition(0, &[1000; 10], 10, 0),
+            partition(1, &[10; 100], 100, 0),
+        ]);
+        let blocks =
+            |v: &[Partitions]| -> Vec<usize> { v.iter().map(Partitions::block_count).collect() };
+        assert_eq!(blocks(&mixed.split_for_tasks(2, 1, false, 1)), [6, 104]);
+        assert_eq!(
+            blocks(&mixed.split_for_tasks(2, 1, false, 100_000)),
+            [55, 55]
+        );
     }
 
     #[test]
