@@ -43,9 +43,9 @@ extensions_options! {
         /// tasks (at least one; datafusion-distributed caps it at the number of workers).
         pub blocks_per_task: usize, default = 32
         /// What fetching a block costs, in events, when the blocks are shared among tasks:
-        /// 1 (the default) gives each task the same number of events to decode; about 4 500
-        /// (a full block) also evens out the blocks, i.e. the object store requests, when
-        /// small blocks flushed by time sit beside full ones.
+        /// 1 (the default) gives each task the same number of events to decode; a large value
+        /// (10⁹) the same number of blocks, i.e. of object store requests, when small blocks
+        /// flushed by time sit beside full ones.
         pub block_cost_events: u64, default = 1
     }
 }

@@ -210,7 +210,7 @@ impl AsyncEventsExec {
     /// where it runs and shares nothing with the others (time order is checked within a task).
     ///
     /// A block weighs its events plus `block_cost` (what fetching it costs, in events): 1
-    /// balances decoding, the events of a full block (about 4 500) the object store requests.
+    /// balances decoding, a large value (10⁹) the blocks, i.e. the object store requests.
     pub fn task_variants(&self, tasks: usize, per_task: usize, block_cost: u64) -> Vec<Self> {
         self.partitions
             .split_for_tasks(tasks, per_task, self.reversed, block_cost)

@@ -228,8 +228,7 @@ impl Partitions {
     /// a task's segments are not cut further.
     ///
     /// A block weighs its events plus `block_cost` (what fetching it costs, in events): 1
-    /// balances the decoding; the events of a full block balance the fetches (object store
-    /// requests) as much.
+    /// balances the decoding, a large value the blocks (object store requests).
     pub fn split_for_tasks(
         &self,
         tasks: usize,
