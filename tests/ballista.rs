@@ -6,10 +6,9 @@
 #[macro_use]
 mod common;
 
-use chrono::{Duration, Utc};
 use common::lakes::{Backend, TestLake, open, store};
 use common::producer::Recording;
-use common::realistic::{Shape, realistic};
+use common::realistic::an_hour_ago;
 use common::sql::{context_with, lines, query, sorted_lines};
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
@@ -29,16 +28,7 @@ use uuid::Uuid;
 use ::ballista::prelude::SessionConfigExt;
 
 fn recording() -> Recording {
-    realistic(
-        Shape {
-            streams: 2,
-            blocks_per_stream: 6,
-            buffer_bytes: 8 * 1024,
-            block_duration: Duration::seconds(1),
-        },
-        Utc::now() - Duration::hours(1),
-        5,
-    )
+    an_hour_ago(2, 6, 5)
 }
 
 /// A SQLite lake with the recording, a local session and a Ballista standalone session on it

@@ -4,10 +4,9 @@
 #[macro_use]
 mod common;
 
-use chrono::{Duration, Utc};
 use common::lakes::{Backend, open, store};
 use common::producer::Recording;
-use common::realistic::{Shape, realistic};
+use common::realistic::an_hour_ago;
 use common::sql::{context_with, query, sorted_lines};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::TimestampNanosecondType;
@@ -22,16 +21,7 @@ use datafusion_proto::physical_plan::{DefaultPhysicalProtoConverter, PhysicalExt
 use std::sync::Arc;
 
 fn recording() -> Recording {
-    realistic(
-        Shape {
-            streams: 2,
-            blocks_per_stream: 6,
-            buffer_bytes: 8 * 1024,
-            block_duration: Duration::seconds(1),
-        },
-        Utc::now() - Duration::hours(1),
-        5,
-    )
+    an_hour_ago(2, 6, 5)
 }
 
 fn plan_text(plan: &Arc<dyn ExecutionPlan>) -> String {

@@ -6,11 +6,10 @@
 #[macro_use]
 mod common;
 
-use chrono::{Duration, Utc};
-use common::lakes::{Backend, open, store};
+use common::lakes::{Backend, TestLake, open, store};
 use common::producer::Recording;
-use common::realistic::{Shape, realistic};
-use common::sql::{context_with, lines, query, query_err, redact, sorted_lines};
+use common::realistic::an_hour_ago;
+use common::sql::{context_with, lines, physical_plan, query, query_err, redact, sorted_lines};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_async_events::distributed::LocalCluster;
@@ -24,16 +23,7 @@ use std::sync::Arc;
 const WORKERS: usize = 3;
 
 fn recording() -> Recording {
-    realistic(
-        Shape {
-            streams: 3,
-            blocks_per_stream: 10,
-            buffer_bytes: 8 * 1024,
-            block_duration: Duration::seconds(1),
-        },
-        Utc::now() - Duration::hours(1),
-        11,
-    )
+    an_hour_ago(3, 10, 11)
 }
 
 /// A coordinating session on a cluster of three in-process workers, a scan asking for a task
@@ -46,6 +36,15 @@ async fn distributed(lake: &datafusion_async_events::Lake) -> SessionContext {
     datafusion_async_events::register_metadata_tables(&ctx, lake.clone()).unwrap();
     query(&ctx, "SET async_events_distributed.blocks_per_task = 4").await;
     ctx
+}
+
+/// `recording()` in a SQLite lake, and a cluster session on it.
+async fn recorded_on_cluster() -> (TestLake, Recording, SessionContext) {
+    let rec = recording();
+    let t = open(Backend::Sqlite).await;
+    store(&t.lake, &rec).await;
+    let ctx = distributed(&t.lake).await;
+    (t, rec, ctx)
 }
 
 fn collect_nodes<'a>(plan: &'a Arc<dyn ExecutionPlan>, out: &mut Vec<&'a Arc<dyn ExecutionPlan>>) {
@@ -140,13 +139,7 @@ async fn every_query_shape_gives_the_answers_of_local_execution() {
     let troubled_pid = troubled.process.process_id;
     let sql =
         format!("SELECT span_id, count(*) FROM async_events('{troubled_pid}') GROUP BY span_id");
-    let plan = cluster
-        .sql(&sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&cluster, &sql).await;
     let text = display_plan_ascii(plan.as_ref(), false);
     assert!(
         text.contains("t1: AsyncEventsExec"),
@@ -184,19 +177,10 @@ async fn check_shapes(local: &SessionContext, cluster: &SessionContext, rec: &Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scan_is_spread_over_tasks_with_equal_shares() {
-    let rec = recording();
-    let t = open(Backend::Sqlite).await;
-    store(&t.lake, &rec).await;
+    let (_t, rec, ctx) = recorded_on_cluster().await;
     let pid = rec.process.process_id;
-    let ctx = distributed(&t.lake).await;
     let sql = format!("SELECT name, count(*) FROM async_events('{pid}') GROUP BY name");
-    let plan = ctx
-        .sql(&sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, &sql).await;
     let mut nodes = Vec::new();
     collect_nodes(&plan, &mut nodes);
     let leaf = nodes
@@ -245,20 +229,11 @@ async fn the_scan_is_spread_over_tasks_with_equal_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_paired_in_one_task() {
-    let rec = recording();
-    let t = open(Backend::Sqlite).await;
-    store(&t.lake, &rec).await;
+    let (_t, rec, ctx) = recorded_on_cluster().await;
     let pid = rec.process.process_id;
-    let ctx = distributed(&t.lake).await;
     let sql =
         format!("SELECT name, count(*), max(duration) FROM async_spans('{pid}') GROUP BY name");
-    let plan = ctx
-        .sql(&sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, &sql).await;
     let mut nodes = Vec::new();
     collect_nodes(&plan, &mut nodes);
     assert!(
@@ -272,31 +247,19 @@ async fn spans_are_paired_in_one_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_distributed_plan() {
-    let rec = recording();
-    let t = open(Backend::Sqlite).await;
-    store(&t.lake, &rec).await;
+    let (_t, rec, ctx) = recorded_on_cluster().await;
     let pid = rec.process.process_id;
-    let ctx = distributed(&t.lake).await;
     let sql = format!(
         "SELECT name, count(*) AS n FROM async_events('{pid}') \
          WHERE event_type = 'begin' GROUP BY name ORDER BY n DESC LIMIT 3"
     );
-    let plan = ctx
-        .sql(&sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, &sql).await;
     insta::assert_snapshot!(redact(&display_plan_ascii(plan.as_ref(), false)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_stay_errors() {
-    let rec = recording();
-    let t = open(Backend::Sqlite).await;
-    store(&t.lake, &rec).await;
-    let ctx = distributed(&t.lake).await;
+    let (_t, _rec, ctx) = recorded_on_cluster().await;
     let unknown = "00000000-0000-4000-8000-000000000001";
     let message = query_err(
         &ctx,

@@ -360,7 +360,7 @@ impl ScanProjection {
 
 /// What every clone and partition of a planned scan shares: the blocks and how to read them,
 /// as data (what executes them is resolved when they run: see [`super::handles`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ScanState {
     pub location: LakeLocation,
     pub process_id: Uuid,

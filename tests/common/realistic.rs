@@ -97,6 +97,21 @@ struct Open {
     kind: usize,
 }
 
+/// A realistic process that began an hour ago: `streams` threads of `blocks_per_stream` blocks
+/// of 8 KiB, one second each.
+pub fn an_hour_ago(streams: usize, blocks_per_stream: usize, seed: u64) -> Recording {
+    realistic(
+        Shape {
+            streams,
+            blocks_per_stream,
+            buffer_bytes: 8 * 1024,
+            block_duration: Duration::seconds(1),
+        },
+        Utc::now() - Duration::hours(1),
+        seed,
+    )
+}
+
 /// A process of `shape.streams` thread streams whose blocks tile time back to back from
 /// `start_time`; async span ids are unique in the process.
 pub fn realistic(shape: Shape, start_time: DateTime<Utc>, seed: u64) -> Recording {

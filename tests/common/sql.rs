@@ -123,10 +123,17 @@ pub async fn run_measured(ctx: &SessionContext, sql: &str) -> (Vec<RecordBatch>,
     (batches, metrics)
 }
 
+/// The physical plan of a query.
+pub async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    df.create_physical_plan()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// The physical plan as EXPLAIN prints it, with ids and times replaced for snapshots.
 pub async fn plan_text(ctx: &SessionContext, sql: &str) -> String {
-    let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let plan = df.create_physical_plan().await.unwrap();
+    let plan = physical_plan(ctx, sql).await;
     let text = datafusion::physical_plan::displayable(plan.as_ref())
         .indent(true)
         .to_string();
