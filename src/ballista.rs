@@ -36,11 +36,10 @@
 //! and executor process must open the lake and add it to its [`LakeRegistry::global`] (what
 //! [`register`](crate::register) does) before running plans. Only standalone mode is tested.
 
-use crate::lake::Lake;
-use crate::provider::{
-    AsyncEventsCodec, AsyncEventsExec, AsyncEventsTable, AsyncSpansExec, AsyncSpansTable,
-    LakeRegistry, ScanOptions,
-};
+use crate::codec::AsyncEventsCodec;
+use crate::lake::{Lake, LakeRegistry};
+use crate::provider::{AsyncEventsExec, AsyncEventsTable, ScanOptions};
+use crate::spans::{AsyncSpansExec, AsyncSpansTable};
 use ::ballista::prelude::{SessionConfigExt, SessionContextExt};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -530,6 +529,6 @@ pub async fn standalone_context_with(
         .with_physical_optimizer_rule(Arc::new(ScanInOneTask))
         .build();
     let ctx = SessionContext::standalone_with_state(state).await?;
-    crate::register_with(&ctx, lake, options);
+    crate::udtf::register_with(&ctx, lake, options);
     Ok(ctx)
 }

@@ -16,11 +16,14 @@
 //!   contiguous runs of the streams' blocks in time order.
 //!
 //! A worker executes the scans it receives on the lake it opened under the same URLs: register
-//! the lake in the worker process ([`LakeRegistry::global`]`().add(&lake)` or
+//! the lake in the worker process ([`LakeRegistry::global`](crate::lake::LakeRegistry::global)`().add(&lake)` or
 //! [`register`](crate::register)), with the credentials of its own environment (plans carry
 //! none). [`LocalCluster`] runs workers in this process, for trying a plan and for tests.
 
-use crate::provider::{AsyncEventsCodec, AsyncEventsExec, AsyncSpansExec};
+use crate::codec::AsyncEventsCodec;
+use crate::predicate_fixes::PredicateFixes;
+use crate::provider::AsyncEventsExec;
+use crate::spans::AsyncSpansExec;
 use async_trait::async_trait;
 use datafusion::common::{DataFusionError, Result, extensions_options};
 use datafusion::config::ConfigExtension;
@@ -116,6 +119,7 @@ pub fn scale_up_scan(event: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNo
 /// ([`register`](crate::register)) on the session.
 pub fn coordinator(builder: SessionStateBuilder) -> SessionStateBuilder {
     builder
+        .with_analyzer_rule(Arc::new(PredicateFixes))
         .with_distributed_user_codec(AsyncEventsCodec)
         .with_distributed_desired_task_count_handler(desired_task_count)
         .with_distributed_scale_up_leaf_node_handler(scale_up_scan)

@@ -101,6 +101,16 @@ pub enum Error {
     /// The database holds tables that are not a micromegas telemetry schema this crate reads.
     #[error("unsupported metadata schema: {0}")]
     Schema(String),
+    /// A plan names a lake this process has not registered.
+    #[error(
+        "no lake at {database_url} (metadata) and {store_url} (blobs) in this process: register it (datafusion_async_events::register) before executing or decoding the plan"
+    )]
+    UnregisteredLake {
+        /// The metadata database URL the plan names (without password).
+        database_url: String,
+        /// The object store URL the plan names.
+        store_url: String,
+    },
     /// A configuration value (URL, environment variable) is not usable.
     #[error("configuration: {0}")]
     Config(String),

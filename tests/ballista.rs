@@ -16,6 +16,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_async_events::TimeBounds;
 use datafusion_async_events::ballista::{
     LogicalCodec, OneTaskExec, PREFIX, PhysicalCodec, session_config, standalone_context_with,
 };
@@ -196,7 +197,7 @@ async fn a_lake_the_process_did_not_register_is_a_clear_error() {
     let table = AsyncEventsTable::new(
         other.lake.clone(),
         pid,
-        (None, None),
+        TimeBounds::ALL,
         ScanOptions::default(),
     );
     distributed
@@ -266,7 +267,7 @@ async fn the_codecs_keep_ours_and_ballistas_apart() {
     let table = Arc::new(AsyncEventsTable::new(
         t.lake.clone(),
         pid,
-        (None, None),
+        TimeBounds::ALL,
         ScanOptions::default(),
     ));
     let mut buf = Vec::new();

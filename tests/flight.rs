@@ -48,10 +48,14 @@ struct Server {
 }
 
 async fn serve(lake: &Lake, options: ServerOptions) -> Server {
+    serve_service(AsyncEventsFlightSql::new(lake.clone(), options)).await
+}
+
+/// Serves `service` (a clone of it still sees what the server shares between requests).
+async fn serve_service(service: AsyncEventsFlightSql) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = AsyncEventsFlightSql::new(lake.clone(), options);
     tokio::spawn(service.serve(listener, async {
         let _ = stopped.await;
     }));
@@ -231,6 +235,25 @@ on_both! {
         assert!(matches!(kept[0].schema().field(0).data_type(), DataType::Dictionary(..)));
         assert_eq!(lines(&kept), lines(&plain));
         assert_eq!(lines(&plain), lines(&query(&context(&t.lake), &sql).await));
+    }
+
+    async fn requests_share_the_compiled_layouts(backend: Backend) {
+        let (t, pid) = lake_with_recording(backend).await;
+        let service = AsyncEventsFlightSql::new(t.lake.clone(), ServerOptions::default());
+        let probe = service.clone();
+        let server = serve_service(service).await;
+        let streams = recording().streams.len();
+        assert_eq!(probe.layouts_compiled(), 0);
+        let sql = format!("SELECT count(*) FROM async_events('{pid}')");
+        let first = do_get(&mut client(&server).await, &sql).await.unwrap();
+        assert_eq!(probe.layouts_compiled(), streams, "one compilation per stream");
+        // Another request, another connection, another query shape: nothing is compiled again.
+        let spans = format!("SELECT count(*) FROM async_spans('{pid}')");
+        do_get(&mut client(&server).await, &spans).await.unwrap();
+        let second = do_get(&mut client(&server).await, &sql).await.unwrap();
+        assert_eq!(count(&first), count(&second));
+        assert!(count(&first) > 0);
+        assert_eq!(probe.layouts_compiled(), streams, "compiled once per server, not per request");
     }
 
     async fn metadata_tables_list_the_lake(backend: Backend) {

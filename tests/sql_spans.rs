@@ -347,7 +347,7 @@ async fn a_query_range_bounds_spans_like_the_functions_arguments() {
         t.lake.clone(),
         ScanOptions {
             span_margin: margin,
-            query_range: (Some(r0), Some(r1)),
+            query_range: datafusion_async_events::TimeBounds::new(Some(r0), Some(r1)),
             ..ScanOptions::default()
         },
     );

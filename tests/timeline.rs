@@ -455,7 +455,7 @@ fn extreme_times_draw_without_panicking() {
             span(Some(5), Some(1), Some(true)),
         ],
         threads: vec![],
-        range: (None, None),
+        range: datafusion_async_events::TimeBounds::ALL,
     };
     let svg = render_svg(&timeline, &SvgOptions::default());
     render_png(&svg).unwrap();

@@ -13,6 +13,11 @@ Table functions get no filter pushdown through the DataFusion FFI (datafusion-py
 `WHERE` on `async_events(...)` is applied above the scan, after every block of the process was
 read. Bound the scan with the functions' `begin`/`end` arguments, or register a table
 (`AsyncEventsTable`, `AsyncSpansTable`), whose `WHERE` filters prune blocks.
+
+DataFusion 55 answers two kinds of predicates wrongly (`c = 'v' AND 'v' = c` on dictionary
+columns gives no rows; a `NOT IN` list holding NULL next to an `OR` is dropped). `register` makes
+`ctx.sql()` correct them (`correct_sql`, the same rewrite the crate's analyzer rule does in Rust):
+see `register`'s `correct` and `correct_predicates`.
 """
 
 import datafusion as _datafusion
@@ -26,6 +31,7 @@ from ._native import (
     Table,
     ThreadStreamsTable,
     __version__,
+    correct_sql,
     ffi_major_version,
 )
 
@@ -51,12 +57,32 @@ __all__ = [
     "LakeFunction",
     "Table",
     "ThreadStreamsTable",
+    "correct_predicates",
+    "correct_sql",
     "register",
 ]
 
 
+def correct_predicates(ctx):
+    """Makes `ctx.sql()` (and `ctx.sql_with_options()`, which calls it) rewrite the predicates
+    DataFusion 55 answers wrongly into equivalent forms it answers right, before planning them
+    (`correct_sql`). The DataFusion FFI cannot carry the crate's analyzer rule into a
+    datafusion-python session, so the correction is made on the SQL text; the DataFrame API
+    (`ctx.table(...).filter(...)`) is not corrected. Idempotent."""
+    if getattr(ctx, "_async_events_corrects_sql", False):
+        return
+    plain_sql = type(ctx).sql
+
+    def sql(query, *args, **kwargs):
+        return plain_sql(ctx, correct_sql(query), *args, **kwargs)
+
+    sql.__doc__ = plain_sql.__doc__
+    ctx.sql = sql
+    ctx._async_events_corrects_sql = True
+
+
 def register(ctx, lake, *, metadata_tables=True, time_margin_s=None, span_margin_s=None,
-             skip_corrupt_blocks=False):
+             skip_corrupt_blocks=False, correct=True):
     """Registers on `ctx` (a `datafusion.SessionContext`) the table functions
     `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin, end])`,
     `view_instance('async_events' | 'async_spans', process_id)` and
@@ -66,7 +92,9 @@ def register(ctx, lake, *, metadata_tables=True, time_margin_s=None, span_margin
     `time_margin_s`: the margin (seconds, default 5) around time ranges when blocks are listed
     by their wall-clock bounds; `span_margin_s`: how far (seconds, default 30) `async_spans`
     reads around a range for the other event of the spans crossing its edges;
-    `skip_corrupt_blocks`: skip (and count) blocks that fail to decode instead of failing.
+    `skip_corrupt_blocks`: skip (and count) blocks that fail to decode instead of failing;
+    `correct`: make `ctx.sql()` correct the predicates DataFusion 55 answers wrongly
+    (`correct_predicates`).
     """
     functions = lake.table_functions(
         time_margin_s=time_margin_s,
@@ -79,3 +107,5 @@ def register(ctx, lake, *, metadata_tables=True, time_margin_s=None, span_margin
     if metadata_tables:
         for name, table in lake.metadata_tables():
             ctx.register_table(name, table)
+    if correct:
+        correct_predicates(ctx)

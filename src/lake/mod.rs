@@ -10,6 +10,7 @@
 
 mod blobs;
 mod listing;
+mod location;
 mod postgres;
 mod records;
 mod sqlite;
@@ -18,6 +19,7 @@ pub use listing::{
     BlockListing, Comparison, MetadataFilter, ProcessListing, StreamListing, TimeColumn,
     TimeCondition,
 };
+pub use location::{LakeLocation, LakeRegistry};
 pub use postgres::PgSchema;
 pub use records::{
     BlockRecord, LatestTiming, ProcessRecord, ProcessSummary, StreamRecord, TimeRange, blob_key,

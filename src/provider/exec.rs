@@ -7,11 +7,11 @@
 //! all fetching. `ORDER BY time DESC` makes the partitions read newest blocks first, so that the
 //! TopK dynamic filter can skip the older ones.
 
-use super::handles::ScanHandles;
-use super::plan::{Partitions, PlannedScan, ScanState};
-use super::stream::{PartitionArgs, PartitionMetrics, partition_stream};
+use super::metrics::PartitionMetrics;
+use super::planning::{Partitions, PlannedScan, ScanState};
+use super::runtime::ScanRuntime;
+use super::stream::{PartitionArgs, partition_stream};
 use crate::format::Column;
-use chrono::DateTime;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
@@ -88,9 +88,9 @@ pub struct AsyncEventsExec {
     pushed: Option<Arc<dyn PhysicalExpr>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
-    /// What executes the partitions: captured by the table that planned the scan, or resolved
-    /// on the first execution (see [`super::handles`]). Never part of the plan's data.
-    handles: Arc<OnceLock<Arc<ScanHandles>>>,
+    /// What executes the partitions: made by the table that planned the scan, or resolved on
+    /// the first execution (see [`super::runtime`]). Never part of the plan's data.
+    runtime: Arc<OnceLock<Arc<ScanRuntime>>>,
 }
 
 impl AsyncEventsExec {
@@ -106,13 +106,13 @@ impl AsyncEventsExec {
             pushed: None,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
-            handles: Arc::new(OnceLock::new()),
+            runtime: Arc::new(OnceLock::new()),
         }
     }
 
-    /// The scan executed with the handles of the table that planned it.
-    pub(crate) fn with_local_handles(self, handles: ScanHandles) -> Self {
-        let _ = self.handles.set(Arc::new(handles));
+    /// The scan executed with the runtime of the table that planned it.
+    pub(crate) fn with_local_runtime(self, runtime: ScanRuntime) -> Self {
+        let _ = self.runtime.set(Arc::new(runtime));
         self
     }
 
@@ -136,7 +136,7 @@ impl AsyncEventsExec {
         self.pushed.as_ref()
     }
 
-    /// A scan rebuilt from its data (a decoded plan): its handles are resolved when it runs.
+    /// A scan rebuilt from its data (a decoded plan): its runtime is resolved when it runs.
     pub(crate) fn from_parts(
         state: ScanState,
         partitions: Partitions,
@@ -155,16 +155,16 @@ impl AsyncEventsExec {
             pushed,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
-            handles: Arc::new(OnceLock::new()),
+            runtime: Arc::new(OnceLock::new()),
         }
     }
 
-    fn handles(&self, context: &TaskContext) -> Result<Arc<ScanHandles>> {
-        if let Some(h) = self.handles.get() {
-            return Ok(h.clone());
+    fn runtime(&self, context: &TaskContext) -> Result<Arc<ScanRuntime>> {
+        if let Some(r) = self.runtime.get() {
+            return Ok(r.clone());
         }
-        let resolved = Arc::new(ScanHandles::resolve(&self.state, context)?);
-        Ok(self.handles.get_or_init(|| resolved).clone())
+        let resolved = Arc::new(ScanRuntime::resolve(&self.state, context)?);
+        Ok(self.runtime.get_or_init(|| resolved).clone())
     }
 
     /// The process this scan reads.
@@ -191,7 +191,6 @@ impl AsyncEventsExec {
     #[doc(hidden)]
     pub fn partition_sizes(&self) -> Vec<(usize, u64)> {
         self.partitions
-            .0
             .iter()
             .map(|p| {
                 let events = p
@@ -217,12 +216,7 @@ impl AsyncEventsExec {
             .into_iter()
             .map(|mut partitions| {
                 // A task carries the metadata of the streams it reads, no other.
-                let mut kept: Vec<usize> = partitions.0.iter().map(|p| p.stream).collect();
-                kept.sort_unstable();
-                kept.dedup();
-                for p in &mut partitions.0 {
-                    p.stream = kept.binary_search(&p.stream).unwrap_or_default();
-                }
+                let kept = partitions.renumber_streams();
                 let s = &self.state;
                 let state = ScanState {
                     location: s.location.clone(),
@@ -254,9 +248,9 @@ impl AsyncEventsExec {
     /// (0 once every scan of the query has read its blocks).
     #[doc(hidden)]
     pub fn shared_bytes_held(&self) -> usize {
-        self.handles
+        self.runtime
             .get()
-            .map_or(0, |h| h.registration.held_bytes())
+            .map_or(0, |r| r.registration.held_bytes())
     }
 }
 
@@ -286,15 +280,6 @@ fn properties(state: &ScanState, partitions: &Partitions, reversed: bool) -> Pla
     )
 }
 
-fn format_time(ns: Option<i64>) -> String {
-    match ns {
-        Some(ns) => {
-            DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        }
-        None => "..".into(),
-    }
-}
-
 impl DisplayAs for AsyncEventsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let s = &self.state;
@@ -309,13 +294,8 @@ impl DisplayAs for AsyncEventsExec {
         if self.partitions.len() != s.plan.streams.len() {
             write!(f, ", partitions={}", self.partitions.len())?;
         }
-        if s.predicate.time != (None, None) {
-            write!(
-                f,
-                ", time=[{}, {}]",
-                format_time(s.predicate.time.0),
-                format_time(s.predicate.time.1)
-            )?;
+        if !s.predicate.time.is_all() {
+            write!(f, ", time={}", s.predicate.time)?;
         }
         let filter = s.predicate.to_string();
         if !filter.is_empty() {
@@ -476,7 +456,7 @@ impl ExecutionPlan for AsyncEventsExec {
         let ordered =
             !self.reversed && self.time_index().is_some() && self.state.options.declare_time_order;
         let args = PartitionArgs {
-            handles: self.handles(&context)?,
+            runtime: self.runtime(&context)?,
             state: self.state.clone(),
             partitions: self.partitions.clone(),
             partition,

@@ -1,80 +1,49 @@
-//! The DataFusion side: [`AsyncEventsTable`] (a `TableProvider`), the translation of filters
-//! into what the scan applies ([`ScanPredicate`]), and [`AsyncEventsExec`], the leaf plan that
-//! reads blocks lazily, a few ahead, straight into Arrow batches.
+//! The `async_events` table and its scan: [`AsyncEventsTable`] (a `TableProvider`), the
+//! translation of filters into what the scan applies ([`ScanPredicate`]), scan planning (blocks
+//! listed, pruned and cut into partitions), and [`AsyncEventsExec`], the leaf plan that reads
+//! blocks lazily, a few ahead, straight into Arrow batches.
 //!
-//! The only module that speaks DataFusion expressions; it uses [`crate::format`] to decode and
-//! [`crate::lake`] to find and fetch blocks.
+//! The only module that translates DataFusion expressions for the scan; it uses
+//! [`crate::format`] to decode and [`crate::lake`] to find and fetch blocks.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `options.rs` | [`ScanOptions`] |
+//! | `table.rs` | [`AsyncEventsTable`]: filters accepted, `scan()` |
+//! | `predicate.rs`, `filter_translation.rs` | [`ScanPredicate`], and each pushed filter translated |
+//! | `planning/` | blocks listed and pruned (`mod.rs`), the process's clock, partitions, projection |
+//! | `exec.rs` | [`AsyncEventsExec`] |
+//! | `runtime.rs` | what executing partitions share (lake, layouts, fetch permits) |
+//! | `stream.rs`, `fetch.rs`, `time_pruning.rs`, `metrics.rs` | one partition's reading and its counters |
+//! | `block_sharing.rs` | blocks shared by the scans of one query |
+//! | `stream_edges.rs` | the time order where two partitions of one stream meet |
+//! | `layout_cache.rs`, `caches.rs` | compiled stream layouts, what one registration shares |
 
-mod boundaries;
-#[cfg(feature = "codec")]
-mod codec;
+mod block_sharing;
+mod caches;
 mod exec;
-mod handles;
-mod metadata_tables;
-mod plan;
+mod fetch;
+mod filter_translation;
+mod layout_cache;
+mod metrics;
+mod options;
+mod planning;
 mod predicate;
-mod shared;
-mod spans;
+mod runtime;
 mod stream;
+mod stream_edges;
 mod table;
-mod threads;
+mod time_pruning;
 
-#[cfg(feature = "codec")]
-pub use codec::AsyncEventsCodec;
+pub use caches::ScanCaches;
 pub use exec::AsyncEventsExec;
-pub use handles::{LakeLocation, LakeRegistry};
-pub use metadata_tables::{MetadataTable, register_metadata_tables};
-pub use plan::process_clock;
+pub use options::ScanOptions;
+pub use planning::process_clock;
 pub use predicate::ScanPredicate;
-pub use spans::{AsyncSpansExec, AsyncSpansTable, SpanColumn, async_spans_schema};
 pub use table::AsyncEventsTable;
-pub use threads::ThreadStreamsTable;
 
-pub use predicate::parse_time;
-pub(crate) use table::TableContext;
-
-use std::time::Duration;
-
-/// How scans read blocks.
-#[derive(Debug, Clone)]
-pub struct ScanOptions {
-    /// Skip (and count) blocks that fail to decode instead of failing the query.
-    pub skip_corrupt_blocks: bool,
-    /// Fetches in flight at once over all the partitions of a scan.
-    pub max_concurrent_fetches: usize,
-    /// Bytes of decompressed blocks kept for other scans of the same query (self-joins).
-    pub shared_block_budget: usize,
-    /// Declare each partition sorted by `time` (one thread stream, blocks in recording order),
-    /// which lets `ORDER BY time LIMIT n` merge the streams instead of sorting everything. The
-    /// order is checked while reading: a stream whose events go back in time fails the query
-    /// with an error naming the block; turn this off to read such a lake.
-    pub declare_time_order: bool,
-    /// Margin added around the time range when blocks are listed by their wall-clock bounds
-    /// (event times come from ticks): blocks are then pruned exactly by their tick bounds. It
-    /// assumes that the process's wall clock and its tick clock drift apart by less than the
-    /// margin (see [`process_clock`] and the scan planning notes); widen it for a lake whose
-    /// clocks jumped (an NTP step, a suspended machine).
-    pub time_margin: Duration,
-    /// How far before and after a time range `async_spans` reads events to find the other
-    /// event of the spans crossing the range's edges (see [`AsyncSpansTable`]). Spans longer
-    /// than this that cross an edge come with a NULL `begin` or `end`.
-    pub span_margin: Duration,
-    /// Inclusive time range (ns since the epoch) bounding every scan, on top of the query's own
-    /// filters and the table function's bounds: the Flight SQL server sets it from a request's
-    /// `query_range_begin`/`query_range_end` headers. `(None, None)`: unbounded.
-    pub query_range: (Option<i64>, Option<i64>),
-}
-
-impl Default for ScanOptions {
-    fn default() -> Self {
-        Self {
-            skip_corrupt_blocks: false,
-            max_concurrent_fetches: 8,
-            shared_block_budget: 512 * 1024 * 1024,
-            declare_time_order: true,
-            time_margin: Duration::from_secs(5),
-            span_margin: Duration::from_secs(30),
-            query_range: (None, None),
-        }
-    }
-}
+#[cfg_attr(not(feature = "codec"), allow(unused_imports))]
+pub(crate) use planning::{
+    ClockParams, Partitions, PlannedPartition, PlannedScan, PlannedStream, ScanProjection,
+    ScanState,
+};

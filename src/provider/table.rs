@@ -1,13 +1,14 @@
 //! [`AsyncEventsTable`]: the `TableProvider` of one process's async events.
 
-use super::ScanOptions;
+use super::caches::ScanCaches;
 use super::exec::AsyncEventsExec;
-use super::handles::{LakeLocation, ScanHandles};
-use super::plan::{LayoutCache, ScanProjection, ScanState, plan_scan};
+use super::options::ScanOptions;
+use super::planning::{ScanProjection, ScanState, plan_scan};
 use super::predicate::ScanPredicate;
-use super::shared::QueryShares;
+use super::runtime::ScanRuntime;
 use crate::format::async_events_schema;
-use crate::lake::Lake;
+use crate::lake::{Lake, LakeLocation};
+use crate::time_bounds::TimeBounds;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
@@ -28,50 +29,32 @@ use uuid::Uuid;
 pub struct AsyncEventsTable {
     lake: Lake,
     process_id: Uuid,
-    /// Inclusive time bounds given to the table function, ns since the epoch.
-    bounds: (Option<i64>, Option<i64>),
+    /// Inclusive time bounds given to the table function.
+    bounds: TimeBounds,
     options: ScanOptions,
-    context: Arc<TableContext>,
-}
-
-/// What the tables made by one `register` share: compiled stream layouts and the blocks each
-/// query shares between its scans.
-#[derive(Debug, Default)]
-pub(crate) struct TableContext {
-    pub layouts: LayoutCache,
-    pub shares: QueryShares,
+    caches: Arc<ScanCaches>,
 }
 
 impl AsyncEventsTable {
-    /// The table of a process's events, optionally limited to `[begin, end]` (ns, inclusive).
-    pub fn new(
-        lake: Lake,
-        process_id: Uuid,
-        bounds: (Option<i64>, Option<i64>),
-        options: ScanOptions,
-    ) -> Self {
-        Self::with_context(
-            lake,
-            process_id,
-            bounds,
-            options,
-            Arc::new(TableContext::default()),
-        )
+    /// The table of a process's events, optionally limited to `bounds` (inclusive).
+    pub fn new(lake: Lake, process_id: Uuid, bounds: TimeBounds, options: ScanOptions) -> Self {
+        Self::with_caches(lake, process_id, bounds, options, Arc::default())
     }
 
-    pub(crate) fn with_context(
+    /// [`new`](Self::new), sharing compiled layouts and per-query blocks with other tables.
+    pub fn with_caches(
         lake: Lake,
         process_id: Uuid,
-        bounds: (Option<i64>, Option<i64>),
+        bounds: TimeBounds,
         options: ScanOptions,
-        context: Arc<TableContext>,
+        caches: Arc<ScanCaches>,
     ) -> Self {
         Self {
             lake,
             process_id,
             bounds,
             options,
-            context,
+            caches,
         }
     }
 
@@ -81,28 +64,23 @@ impl AsyncEventsTable {
     }
 
     /// The lake the table reads.
-    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
-    pub(crate) fn lake(&self) -> &Lake {
+    pub fn lake(&self) -> &Lake {
         &self.lake
     }
 
-    /// The time bounds given to the table function (ns, inclusive).
-    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
-    pub(crate) fn bounds(&self) -> (Option<i64>, Option<i64>) {
+    /// The time bounds given to the table function (inclusive).
+    pub fn bounds(&self) -> TimeBounds {
         self.bounds
     }
 
     /// How the table's scans read blocks.
-    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
-    pub(crate) fn options(&self) -> &ScanOptions {
+    pub fn options(&self) -> &ScanOptions {
         &self.options
     }
 
-    /// Stream layouts compiled so far by the tables sharing this one's cache (each stream's
-    /// metadata is compiled once).
-    #[doc(hidden)]
-    pub fn layouts_compiled(&self) -> usize {
-        self.context.layouts.compiled()
+    /// What the table shares with the other tables of its registration.
+    pub fn caches(&self) -> &Arc<ScanCaches> {
+        &self.caches
     }
 }
 
@@ -134,8 +112,8 @@ impl TableProvider for AsyncEventsTable {
         let (predicate, residual) =
             ScanPredicate::from_filters(filters, props.query_execution_start_time);
         let predicate = predicate
-            .with_time_bounds(self.bounds.0, self.bounds.1)
-            .with_time_bounds(self.options.query_range.0, self.options.query_range.1);
+            .with_time_bounds(self.bounds)
+            .with_time_bounds(self.options.query_range);
         let requested: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..async_events_schema().fields().len()).collect(),
@@ -161,21 +139,16 @@ impl TableProvider for AsyncEventsTable {
             self.process_id,
             &predicate,
             &self.options,
-            &self.context.layouts,
+            &self.caches.layouts,
             state.config().target_partitions(),
         )
         .await?;
-        let shared = self.context.shares.for_query(
+        let shared = self.caches.queries.for_query(
             self.process_id,
             &props.alias_generator,
             self.options.shared_block_budget,
         );
-        let registration = shared.register(
-            plan.partitions
-                .0
-                .iter()
-                .flat_map(|p| p.blocks.iter().map(|b| b.block_id)),
-        );
+        let registration = shared.register(plan.partitions.blocks().map(|b| b.block_id));
         let schema = projection.schema.clone();
         let scan_state = ScanState {
             location: LakeLocation::of(&self.lake),
@@ -185,10 +158,10 @@ impl TableProvider for AsyncEventsTable {
             projection,
             options: self.options.clone(),
         };
-        // The handles this process executes the scan with; a copy of the plan decoded
+        // The runtime this process executes the scan with; a copy of the plan decoded
         // elsewhere resolves its own.
-        let handles = ScanHandles::new(self.lake.clone(), layouts, registration, &scan_state);
-        let exec = AsyncEventsExec::new(scan_state, None).with_local_handles(handles);
+        let runtime = ScanRuntime::new(self.lake.clone(), layouts, registration, &scan_state);
+        let exec = AsyncEventsExec::new(scan_state, None).with_local_runtime(runtime);
         let Some(residual) = conjunction(residual) else {
             return Ok(Arc::new(exec.with_limit(limit)));
         };

@@ -1,7 +1,7 @@
 //! A Flight SQL server over a lake, for the micromegas Python client, ADBC, `pyarrow.flight`
 //! and other Flight SQL clients (feature `server`).
 //!
-//! Each query gets a fresh `SessionContext` with the table functions (`async_events`,
+//! Each query gets a fresh `SessionContext` (its own memory pool) with the table functions (`async_events`,
 //! `view_instance`, `thread_streams`) and the `processes`, `streams` and `blocks` tables, and
 //! runs read-only: DDL, DML and statements (`SET`, `COPY`, `CREATE EXTERNAL TABLE`, …) are
 //! refused. Results are streamed batch by batch; a client that goes away cancels its query.
@@ -26,8 +26,10 @@ pub use auth::BearerAuth;
 pub use status::status_of;
 
 use crate::lake::Lake;
-use crate::provider::{ScanOptions, parse_time, register_metadata_tables};
-use crate::register_with;
+use crate::metadata_tables::register_metadata_tables;
+use crate::provider::ScanOptions;
+use crate::time_bounds::{TimeBounds, parse_time};
+use crate::udtf::TableFunctions;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -96,6 +98,9 @@ pub struct AsyncEventsFlightSql {
     lake: Lake,
     options: ServerOptions,
     slots: Arc<Semaphore>,
+    /// The table functions of every request, with the caches they share for as long as the
+    /// server runs (each stream's layout is compiled once, not once per request).
+    functions: TableFunctions,
 }
 
 /// The gRPC service to add to a `tonic` server: the Flight SQL service behind the token check.
@@ -105,7 +110,7 @@ pub type FlightSqlServer =
 /// What a request's headers ask for.
 #[derive(Debug, Clone, Copy, Default)]
 struct RequestSettings {
-    query_range: (Option<i64>, Option<i64>),
+    query_range: TimeBounds,
     preserve_dictionary: bool,
 }
 
@@ -135,8 +140,8 @@ impl RequestSettings {
         let end = time(QUERY_RANGE_END)?;
         // As micromegas: the range applies only when both ends are given.
         let query_range = match (begin, end) {
-            (Some(b), Some(e)) => (Some(b), Some(e)),
-            _ => (None, None),
+            (Some(b), Some(e)) => TimeBounds::new(Some(b), Some(e)),
+            _ => TimeBounds::ALL,
         };
         let preserve_dictionary =
             header(metadata, PRESERVE_DICTIONARY).is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -194,11 +199,19 @@ impl AsyncEventsFlightSql {
     /// A service over `lake`.
     pub fn new(lake: Lake, options: ServerOptions) -> Self {
         let slots = Arc::new(Semaphore::new(options.max_concurrent_queries.max(1)));
+        let functions = TableFunctions::new(lake.clone(), options.scan.clone());
         Self {
             lake,
             options,
             slots,
+            functions,
         }
+    }
+
+    /// Stream layouts compiled since the server started (each stream's once, while it stays in
+    /// the bounded cache), whatever the number of requests.
+    pub fn layouts_compiled(&self) -> usize {
+        self.functions.caches().layouts_compiled()
     }
 
     /// The gRPC service, with the token check in front of every call.
@@ -219,8 +232,8 @@ impl AsyncEventsFlightSql {
             .await
     }
 
-    /// A fresh session for one request: its own memory pool, the table functions bounded by
-    /// the request's range, and the metadata tables.
+    /// A fresh session for one request: its own memory pool, the server's table functions
+    /// bounded by the request's range, and the metadata tables.
     fn context(&self, settings: &RequestSettings) -> Result<SessionContext, Status> {
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = self.options.query_memory {
@@ -230,11 +243,9 @@ impl AsyncEventsFlightSql {
             .build_arc()
             .map_err(|e| Status::internal(status::one_line(&e.to_string())))?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-        let scan = ScanOptions {
-            query_range: settings.query_range,
-            ..self.options.scan.clone()
-        };
-        register_with(&ctx, self.lake.clone(), scan);
+        self.functions
+            .with_query_range(settings.query_range)
+            .register(&ctx);
         register_metadata_tables(&ctx, self.lake.clone()).map_err(|e| status_of(&e))?;
         Ok(ctx)
     }

@@ -1,6 +1,6 @@
 //! DataFusion and lake errors as Flight statuses with a one-line message.
 
-use crate::Error;
+use crate::error::Error;
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use tonic::{Code, Status};

@@ -11,6 +11,7 @@ pub mod perfetto;
 pub mod proto;
 pub mod svg;
 
+use crate::time_bounds::TimeBounds;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -159,7 +160,7 @@ pub struct Timeline {
     /// The thread streams of the process.
     pub threads: Vec<Thread>,
     /// The range asked for (ns since the epoch), `None` for an open side.
-    pub range: (Option<i64>, Option<i64>),
+    pub range: TimeBounds,
 }
 
 impl Timeline {
@@ -175,13 +176,13 @@ impl Timeline {
         let parse = |s: Option<&str>| -> Result<Option<i64>> {
             match s {
                 None => Ok(None),
-                Some(s) => match crate::provider::parse_time(s) {
+                Some(s) => match crate::time_bounds::parse_time(s) {
                     Some(ns) => Ok(Some(ns)),
                     None => exec_err!("timeline: '{s}' is not an RFC 3339 time"),
                 },
             }
         };
-        let range_ns = (parse(begin)?, parse(end)?);
+        let range_ns = TimeBounds::new(parse(begin)?, parse(end)?);
         let batches = ctx
             .sql(&format!(
                 "SELECT {} FROM async_spans('{pid}'{range})",

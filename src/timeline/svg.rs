@@ -186,7 +186,7 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
     let width = f64::from(options.width.max(400));
     let plot = width - LEFT - RIGHT;
     // The time range: the one asked for, else the spans'.
-    let lo = timeline.range.0.or_else(|| {
+    let lo = timeline.range.begin.or_else(|| {
         timeline
             .spans
             .iter()
@@ -198,7 +198,7 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
         .iter()
         .filter_map(|s| s.end.or(s.begin))
         .max();
-    let hi = timeline.range.1.or(hi_seen);
+    let hi = timeline.range.end.or(hi_seen);
     let (t0, t1) = match (lo, hi) {
         (Some(a), Some(b)) if b > a => (a, b),
         (Some(a), _) => (a.saturating_sub(1), a),

@@ -22,6 +22,7 @@ pub mod logs;
 pub mod producer;
 pub mod realistic;
 pub mod reference;
+pub mod rng;
 pub mod scripted;
 pub mod spans_workload;
 pub mod sql;

@@ -6,6 +6,7 @@
 //! The process clock is pinned to 1 GHz: one tick is one nanosecond after `start_time`.
 
 use super::producer::{RawProcess, Recording, encode_thread_block, thread_stream};
+use super::rng::Rng;
 use chrono::{DateTime, Duration, Utc};
 use micromegas_tracing::dispatch::make_process_info;
 use micromegas_tracing::event::TracingBlock;
@@ -75,19 +76,6 @@ pub struct Shape {
     pub buffer_bytes: usize,
     /// Wall-clock span of each block.
     pub block_duration: Duration,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 struct Open {

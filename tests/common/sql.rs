@@ -29,6 +29,8 @@ pub fn context_with(lake: &Lake, config: SessionConfig) -> SessionContext {
 /// keeps microseconds, which moves the clock a little).
 pub fn reference(backend: Backend, rec: &Recording) -> SessionContext {
     let ctx = SessionContext::new();
+    // The same logical rewrites as the scan's sessions: the comparisons are of the scan.
+    datafusion_async_events::install_predicate_fixes(&ctx);
     let mut rec = rec.clone();
     rec.process.start_time = stored_time(backend, rec.process.start_time);
     for b in &mut rec.blocks {

@@ -1,4 +1,4 @@
-//! Blocks shared by the scans of one query.
+//! Blocks shared by the scans of one query ([`QueryShares`], [`SharedBlocks`]).
 //!
 //! The most common async-events query pairs begin and end events with a self-join, which scans
 //! the same blocks twice. Each scan registers, when it is planned, the blocks it will read; a
@@ -179,14 +179,14 @@ impl SharedBlocks {
     }
 }
 
-/// How a scan obtained a block.
-pub(crate) enum Obtained<T> {
-    /// This scan is its only reader (or the budget is spent): load it yourself.
-    Alone,
-    /// Loaded by this scan for the others too.
-    Loaded(T),
-    /// Loaded earlier by another scan.
-    Reused(T),
+/// How a scan got a block from the query's shared blocks.
+pub(crate) enum SharedRead<T> {
+    /// This scan is its only reader (or the budget is spent): it loads the block itself.
+    NotShared,
+    /// Loaded by this scan, and kept for the other scans that read it.
+    LoadedForOthers(T),
+    /// Loaded earlier by another scan of the query.
+    LoadedByAnother(T),
 }
 
 /// The blocks one scan registered; releases those it never read when dropped.
@@ -202,8 +202,8 @@ impl Registration {
         self.shared.held_bytes()
     }
 
-    /// The block, loaded once for all the scans that read it, or [`Obtained::Alone`].
-    pub async fn obtain<F>(&self, id: Uuid, load: F) -> Result<Obtained<SharedBlock>>
+    /// The block, loaded once for all the scans that read it, or [`SharedRead::NotShared`].
+    pub async fn obtain<F>(&self, id: Uuid, load: F) -> Result<SharedRead<SharedBlock>>
     where
         F: Future<Output = Result<SharedBlock>>,
     {
@@ -218,11 +218,11 @@ impl Registration {
             None
         };
         let Some(cell) = cell else {
-            return Ok(Obtained::Alone);
+            return Ok(SharedRead::NotShared);
         };
         let mut kept = cell.lock().await;
         if let Some(value) = kept.as_ref() {
-            return Ok(Obtained::Reused(value.clone()));
+            return Ok(SharedRead::LoadedByAnother(value.clone()));
         }
         let value = load.await?;
         let bytes = value.as_ref().map_or(0, |b| b.size());
@@ -230,7 +230,7 @@ impl Registration {
         if self.shared.note_held(id, bytes) {
             *kept = Some(value.clone());
         }
-        Ok(Obtained::Loaded(value))
+        Ok(SharedRead::LoadedForOthers(value))
     }
 
     /// This scan is done with the block.
@@ -280,13 +280,13 @@ mod tests {
         };
         assert!(matches!(
             a.obtain(id, load()).await.unwrap(),
-            Obtained::Loaded(Some(_))
+            SharedRead::LoadedForOthers(Some(_))
         ));
         a.release(id);
         assert_eq!(shared.held_bytes(), 100);
         assert!(matches!(
             b.obtain(id, load()).await.unwrap(),
-            Obtained::Reused(Some(_))
+            SharedRead::LoadedByAnother(Some(_))
         ));
         b.release(id);
         assert_eq!(loads.load(Ordering::SeqCst), 1);
@@ -301,7 +301,7 @@ mod tests {
         let a = shared.register([id]);
         assert!(matches!(
             a.obtain(id, async { Ok(block(10)) }).await.unwrap(),
-            Obtained::Alone
+            SharedRead::NotShared
         ));
         a.release(id);
         assert!(shared.lock().is_empty());
@@ -315,7 +315,7 @@ mod tests {
         let b = shared.register([id]);
         assert!(matches!(
             a.obtain(id, async { Ok(block(10)) }).await.unwrap(),
-            Obtained::Loaded(_)
+            SharedRead::LoadedForOthers(_)
         ));
         a.release(id);
         drop(b); // the second scan stopped early (LIMIT) or never ran
@@ -353,7 +353,7 @@ mod tests {
         let _b = shared.register([id]);
         assert!(matches!(
             a.obtain(id, async { Ok(block(100)) }).await.unwrap(),
-            Obtained::Loaded(_)
+            SharedRead::LoadedForOthers(_)
         ));
         assert_eq!(shared.held_bytes(), 0);
     }

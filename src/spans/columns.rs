@@ -1,33 +1,4 @@
-//! Spans: one row per async span, its begin and end events paired inside the scan.
-//!
-//! [`AsyncSpansTable`] is the `async_spans(pid [, begin, end])` table; [`AsyncSpansExec`] pairs
-//! the events of an `async_events` scan, its thread streams merged batch by batch in time order,
-//! by `span_id` as they stream by: memory holds the spans open at a time, not the process.
-//!
-//! # Time ranges
-//!
-//! `async_spans(pid, begin, end)` returns every span that overlaps `[begin, end]` (inclusive):
-//! a span that began before `begin` and ended inside, began inside and ended after `end`, or
-//! covers the whole range, comes with its real begin and end times. Partners outside the range
-//! are found by reading events up to [`ScanOptions::span_margin`](super::ScanOptions::span_margin)
-//! before and after it (30 s by default). Beyond the margin the scan does not look, and says so:
-//! - a span whose begin lies before `begin - margin` has `begin`, `begin_stream_id`,
-//!   `duration` and `migrated` NULL (its name, depth, ids come from its end event);
-//! - a span still open at `end + margin` has `end` NULL and `finished` NULL (unknown), unless
-//!   the scan read to the end of the recording: then `finished` is false (it never finished).
-//!
-//! Without bounds the whole recording is read: every `begin` is known and `finished` is false
-//! exactly for the spans that never ended. `WHERE begin >= x AND begin < y` and filters on
-//! `end` narrow the events read the same way (with the margin on the side that needs it) and
-//! are then applied by DataFusion as written.
-
-mod pairing;
-mod table;
-
-pub use pairing::AsyncSpansExec;
-#[cfg_attr(not(feature = "codec"), allow(unused_imports))]
-pub(crate) use pairing::PairingRange;
-pub use table::AsyncSpansTable;
+//! [`SpanColumn`] and the schema of `async_spans`.
 
 use crate::format::{Column, async_events_schema, column_type};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -114,7 +85,7 @@ impl SpanColumn {
     }
 
     /// The `async_events` column each span column is read from (`None`: derived from `time`).
-    fn event_column(self) -> Option<Column> {
+    pub(crate) fn event_column(self) -> Option<Column> {
         Some(match self {
             SpanColumn::SpanId => Column::SpanId,
             SpanColumn::ParentSpanId => Column::ParentSpanId,
@@ -136,7 +107,7 @@ impl SpanColumn {
 
     /// Columns whose value is the same on a span's begin and end events, so that a filter on
     /// them selects whole spans when applied to events.
-    fn same_on_both_events(self) -> bool {
+    pub(crate) fn same_on_both_events(self) -> bool {
         matches!(
             self,
             SpanColumn::SpanId
@@ -147,7 +118,7 @@ impl SpanColumn {
         )
     }
 
-    fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 }

@@ -23,34 +23,15 @@
 //! the same arguments and schema (`chunk_id` Int32, `chunk_data` Binary); only `'async'`
 //! spans exist here.
 
-use super::proto::{
+use crate::time_bounds::TimeBounds;
+use crate::timeline::proto::{
     DebugAnnotation, ProcessDescriptor, SLICE_BEGIN, SLICE_END, ThreadDescriptor, TracePacket,
     TrackDescriptor, TrackEvent,
 };
-use super::{SPAN_COLUMNS, Span, Thread, spans_of_batch, stable_hash};
-use crate::lake::Lake;
-use crate::provider::{AsyncSpansTable, ScanOptions, TableContext, async_spans_schema};
-use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BinaryArray, Int32Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err, plan_err};
-use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_expr::{Distribution, EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    SendableRecordBatchStream,
-};
-use futures::StreamExt;
+use crate::timeline::{Span, Thread, stable_hash};
+use datafusion::common::Result;
 use prost::Message;
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
-use std::sync::{Arc, LazyLock};
-use uuid::Uuid;
 
 /// The size a chunk of `perfetto_trace_chunks` reaches before it is emitted (the last one is
 /// smaller): 256 KiB.
@@ -84,7 +65,8 @@ struct ThreadTracks {
 ///
 /// ```
 /// # use datafusion_async_events::timeline::perfetto::TraceWriter;
-/// let mut writer = TraceWriter::new("my-service", 42, vec![], (None, None), 64 * 1024);
+/// # use datafusion_async_events::TimeBounds;
+/// let mut writer = TraceWriter::new("my-service", 42, vec![], TimeBounds::ALL, 64 * 1024);
 /// // writer.push_spans(&spans) for each batch, taking writer.take_chunk() as they fill
 /// let last = writer.finish();
 /// assert!(!last.is_empty()); // the process track
@@ -98,7 +80,7 @@ pub struct TraceWriter {
     process_uuid: u64,
     threads: HashMap<String, Thread>,
     tracks: HashMap<String, ThreadTracks>,
-    range: (Option<i64>, Option<i64>),
+    range: TimeBounds,
     last_time: i64,
     next_lane_uuid: u64,
 }
@@ -111,7 +93,7 @@ impl TraceWriter {
         process_name: &str,
         pid: i32,
         threads: Vec<Thread>,
-        range: (Option<i64>, Option<i64>),
+        range: TimeBounds,
         chunk_size: usize,
     ) -> Self {
         let process_uuid = stable_hash(&format!("process {pid} {process_name}")) | 1;
@@ -127,7 +109,7 @@ impl TraceWriter {
                 .collect(),
             tracks: HashMap::new(),
             range,
-            last_time: range.0.unwrap_or(0),
+            last_time: range.begin.unwrap_or(0),
             next_lane_uuid: process_uuid.wrapping_add(1) | (1 << 63),
         };
         writer.packet(TracePacket {
@@ -263,12 +245,12 @@ impl TraceWriter {
     fn push_span(&mut self, span: &Span) {
         let begin = span
             .begin
-            .or(self.range.0)
+            .or(self.range.begin)
             .or(span.end)
             .unwrap_or(self.last_time);
         let end = span
             .end
-            .unwrap_or_else(|| self.range.1.unwrap_or(self.last_time).max(begin))
+            .unwrap_or_else(|| self.range.end.unwrap_or(self.last_time).max(begin))
             .max(begin);
         let mut name = span.name.clone();
         if span.end.is_none() {
@@ -326,363 +308,11 @@ impl TraceWriter {
 }
 
 /// Decodes a trace written by [`TraceWriter`] (or any Perfetto trace, keeping the fields of
-/// [`super::proto`]).
-pub fn decode_trace(bytes: &[u8]) -> Result<super::proto::Trace> {
-    super::proto::Trace::decode(bytes).map_err(|e| {
+/// [`crate::timeline::proto`]).
+pub fn decode_trace(bytes: &[u8]) -> Result<crate::timeline::proto::Trace> {
+    crate::timeline::proto::Trace::decode(bytes).map_err(|e| {
         datafusion::error::DataFusionError::Execution(format!("not a Perfetto trace: {e}"))
     })
-}
-
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("chunk_id", DataType::Int32, false),
-        Field::new("chunk_data", DataType::Binary, false),
-    ]))
-});
-
-/// The schema of `perfetto_trace_chunks`: `chunk_id` Int32, `chunk_data` Binary.
-pub fn chunks_schema() -> SchemaRef {
-    SCHEMA.clone()
-}
-
-/// `perfetto_trace_chunks` and its name, for [`crate::udtf::table_functions`].
-pub(crate) fn table_function(
-    lake: &Lake,
-    options: &ScanOptions,
-    context: &Arc<TableContext>,
-) -> (&'static str, Arc<dyn TableFunctionImpl>) {
-    (
-        "perfetto_trace_chunks",
-        Arc::new(PerfettoTraceChunksFunction {
-            lake: lake.clone(),
-            options: options.clone(),
-            context: context.clone(),
-        }),
-    )
-}
-
-/// `perfetto_trace_chunks(process_id, span_types [, begin, end])`.
-#[derive(Debug)]
-pub(crate) struct PerfettoTraceChunksFunction {
-    pub(crate) lake: Lake,
-    pub(crate) options: ScanOptions,
-    pub(crate) context: Arc<TableContext>,
-}
-
-impl TableFunctionImpl for PerfettoTraceChunksFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        const NAME: &str = "perfetto_trace_chunks";
-        let exprs = args.exprs();
-        if exprs.len() != 2 && exprs.len() != 4 {
-            return plan_err!(
-                "{NAME} takes (process_id, span_types, begin, end) or (process_id, span_types), \
-                 got {} arguments",
-                exprs.len()
-            );
-        }
-        let pid = crate::udtf::process_arg(NAME, &args, &exprs[0])?;
-        let span_types =
-            crate::udtf::string_arg(NAME, "span_types", crate::udtf::constant(&args, &exprs[1]))?;
-        match span_types.trim().to_ascii_lowercase().as_str() {
-            "async" => {}
-            "thread" | "both" => {
-                return plan_err!(
-                    "{NAME}: span_types '{span_types}': thread spans are not available yet \
-                     (this crate reads async span events only); use 'async'"
-                );
-            }
-            _ => {
-                return plan_err!(
-                    "{NAME}: span_types must be 'thread', 'async' or 'both', got '{span_types}'"
-                );
-            }
-        }
-        let bounds = if exprs.len() == 4 {
-            (
-                crate::udtf::time_arg(NAME, "begin", crate::udtf::constant(&args, &exprs[2]))?,
-                crate::udtf::time_arg(NAME, "end", crate::udtf::constant(&args, &exprs[3]))?,
-            )
-        } else {
-            (None, None)
-        };
-        Ok(Arc::new(PerfettoTraceTable {
-            spans: AsyncSpansTable::with_context(
-                self.lake.clone(),
-                pid,
-                bounds,
-                self.options.clone(),
-                self.context.clone(),
-            ),
-            lake: self.lake.clone(),
-            process_id: pid,
-            bounds,
-        }))
-    }
-}
-
-/// The table of `perfetto_trace_chunks`.
-#[derive(Debug)]
-struct PerfettoTraceTable {
-    spans: AsyncSpansTable,
-    lake: Lake,
-    process_id: Uuid,
-    bounds: (Option<i64>, Option<i64>),
-}
-
-/// A synthetic process id for Perfetto (micromegas identifies processes by UUID).
-fn synthetic_pid(process_id: Uuid) -> i32 {
-    let b = process_id.as_bytes();
-    let n = i32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]);
-    n.max(1)
-}
-
-/// The threads of a process, from its thread streams (as `thread_streams` names them).
-async fn lake_threads(lake: &Lake, process_id: Uuid) -> Result<Vec<Thread>> {
-    let streams = lake.cpu_streams(process_id, None).await?;
-    Ok(streams
-        .iter()
-        .map(|s| Thread {
-            stream_id: s.stream_id.to_string(),
-            name: s
-                .property("thread-name")
-                .map_or_else(|| s.stream_id.to_string(), str::to_owned),
-            thread_id: s.property("thread-id").map(str::to_owned),
-        })
-        .collect())
-}
-
-#[async_trait]
-impl TableProvider for PerfettoTraceTable {
-    fn schema(&self) -> SchemaRef {
-        SCHEMA.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let process = self.lake.process(self.process_id).await?;
-        let threads = lake_threads(&self.lake, self.process_id).await?;
-        let spans_schema = async_spans_schema();
-        let columns = SPAN_COLUMNS
-            .iter()
-            .map(|c| spans_schema.index_of(c))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let spans = self.spans.scan(state, Some(&columns), &[], None).await?;
-        let exe = process.exe.rsplit(['/', '\\']).next().unwrap_or_default();
-        let name = if exe.is_empty() {
-            self.process_id.to_string()
-        } else {
-            format!("{exe} {}", self.process_id)
-        };
-        Ok(Arc::new(PerfettoTraceExec::new(
-            spans,
-            name,
-            synthetic_pid(self.process_id),
-            threads,
-            self.bounds,
-            projection.cloned(),
-        )))
-    }
-}
-
-/// Writes the trace of its input (`async_spans` rows) as chunks.
-#[derive(Debug)]
-pub(crate) struct PerfettoTraceExec {
-    input: Arc<dyn ExecutionPlan>,
-    process_name: String,
-    pid: i32,
-    threads: Vec<Thread>,
-    range: (Option<i64>, Option<i64>),
-    projection: Option<Vec<usize>>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-}
-
-impl PerfettoTraceExec {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        process_name: String,
-        pid: i32,
-        threads: Vec<Thread>,
-        range: (Option<i64>, Option<i64>),
-        projection: Option<Vec<usize>>,
-    ) -> Self {
-        let schema = match &projection {
-            Some(p) => Arc::new(
-                SCHEMA
-                    .project(p)
-                    .unwrap_or_else(|_| SCHEMA.as_ref().clone()),
-            ),
-            None => SCHEMA.clone(),
-        };
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        Self {
-            input,
-            process_name,
-            pid,
-            threads,
-            range,
-            projection,
-            schema,
-            properties,
-        }
-    }
-}
-
-impl DisplayAs for PerfettoTraceExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "PerfettoTraceExec: process={}, threads={}",
-            self.process_name,
-            self.threads.len()
-        )
-    }
-}
-
-impl ExecutionPlan for PerfettoTraceExec {
-    fn name(&self) -> &str {
-        "PerfettoTraceExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(input) = children.pop() else {
-            return internal_err!("PerfettoTraceExec takes one child");
-        };
-        Ok(Arc::new(Self::new(
-            input,
-            self.process_name.clone(),
-            self.pid,
-            self.threads.clone(),
-            self.range,
-            self.projection.clone(),
-        )))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("PerfettoTraceExec has one partition, asked for {partition}");
-        }
-        let input = self.input.execute(0, context)?;
-        let writer = TraceWriter::new(
-            &self.process_name,
-            self.pid,
-            self.threads.clone(),
-            self.range,
-            CHUNK_SIZE,
-        );
-        let state = ChunkState {
-            input: Some(input),
-            writer: Some(writer),
-            next_id: 0,
-            projection: self.projection.clone(),
-            schema: self.schema.clone(),
-        };
-        let stream = futures::stream::unfold(state, |mut state| async move {
-            let batch = state.next().await.transpose()?;
-            if batch.is_err() {
-                state.writer = None; // an error ends the trace
-            }
-            Some((batch, state))
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            stream,
-        )))
-    }
-}
-
-/// The stream state of [`PerfettoTraceExec`]: input spans in, chunks out.
-struct ChunkState {
-    input: Option<SendableRecordBatchStream>,
-    writer: Option<TraceWriter>,
-    next_id: i32,
-    projection: Option<Vec<usize>>,
-    schema: SchemaRef,
-}
-
-impl ChunkState {
-    fn batch(&mut self, chunk: Vec<u8>) -> Result<RecordBatch> {
-        let id = self.next_id;
-        self.next_id = self.next_id.saturating_add(1);
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int32Array::from(vec![id])),
-            Arc::new(BinaryArray::from(vec![chunk.as_slice()])),
-        ];
-        let columns = match &self.projection {
-            Some(p) => p.iter().filter_map(|&i| columns.get(i).cloned()).collect(),
-            None => columns,
-        };
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
-        )?)
-    }
-
-    /// The next chunk, `None` at the end.
-    async fn next(&mut self) -> Result<Option<RecordBatch>> {
-        loop {
-            let Some(writer) = self.writer.as_mut() else {
-                return Ok(None);
-            };
-            if let Some(chunk) = writer.take_chunk() {
-                return self.batch(chunk).map(Some);
-            }
-            match self.input.as_mut() {
-                Some(input) => match input.next().await {
-                    Some(batch) => writer.push_spans(&spans_of_batch(&batch?)?),
-                    None => self.input = None,
-                },
-                None => {
-                    let rest = self.writer.take().map(TraceWriter::finish);
-                    return match rest {
-                        Some(rest) if !rest.is_empty() => self.batch(rest).map(Some),
-                        _ => Ok(None),
-                    };
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -714,7 +344,8 @@ mod tests {
             name: "worker <1>".into(),
             thread_id: Some("77".into()),
         }];
-        let mut writer = TraceWriter::new("p", 3, threads, (Some(100), Some(1_000)), 64);
+        let mut writer =
+            TraceWriter::new("p", 3, threads, TimeBounds::new(Some(100), Some(1_000)), 64);
         let spans = vec![
             span(1, 0, Some(100), Some(200), Some(true)),
             span(2, 0, Some(150), Some(300), Some(true)), // overlaps 1: another lane

@@ -4,13 +4,13 @@
 //! it, and the time range widened by the span margin) read, one partition per thread stream, by
 //! an [`AsyncSpansExec`].
 
-use super::pairing::{AsyncSpansExec, PairingRange};
+use super::exec::AsyncSpansExec;
+use super::range::{EventsRead, PairingRange};
 use super::{SpanColumn, async_spans_schema};
 use crate::format::Column;
 use crate::lake::Lake;
-use crate::provider::ScanOptions;
-use crate::provider::predicate::{ScanPredicate, max_opt, min_opt};
-use crate::provider::table::{AsyncEventsTable, TableContext};
+use crate::provider::{AsyncEventsTable, ScanCaches, ScanOptions, ScanPredicate};
+use crate::time_bounds::TimeBounds;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
@@ -28,10 +28,10 @@ use uuid::Uuid;
 pub struct AsyncSpansTable {
     lake: Lake,
     process_id: Uuid,
-    /// The range whose overlapping spans are returned (ns, inclusive).
-    bounds: (Option<i64>, Option<i64>),
+    /// The range whose overlapping spans are returned (inclusive).
+    bounds: TimeBounds,
     options: ScanOptions,
-    context: Arc<TableContext>,
+    caches: Arc<ScanCaches>,
 }
 
 /// How a filter on `async_spans` reaches the events scan.
@@ -42,41 +42,31 @@ enum SpanFilter {
     /// the filter itself.
     Time {
         on_begin: bool,
-        bounds: (Option<i64>, Option<i64>),
+        bounds: TimeBounds,
     },
     Unsupported,
 }
 
 impl AsyncSpansTable {
-    /// The spans of `process_id` overlapping `[begin, end]` (ns, inclusive; `None` for open).
-    pub fn new(
-        lake: Lake,
-        process_id: Uuid,
-        bounds: (Option<i64>, Option<i64>),
-        options: ScanOptions,
-    ) -> Self {
-        Self::with_context(
-            lake,
-            process_id,
-            bounds,
-            options,
-            Arc::new(TableContext::default()),
-        )
+    /// The spans of `process_id` overlapping `bounds` (inclusive).
+    pub fn new(lake: Lake, process_id: Uuid, bounds: TimeBounds, options: ScanOptions) -> Self {
+        Self::with_caches(lake, process_id, bounds, options, Arc::default())
     }
 
-    pub(crate) fn with_context(
+    /// [`new`](Self::new), sharing compiled layouts and per-query blocks with other tables.
+    pub fn with_caches(
         lake: Lake,
         process_id: Uuid,
-        bounds: (Option<i64>, Option<i64>),
+        bounds: TimeBounds,
         options: ScanOptions,
-        context: Arc<TableContext>,
+        caches: Arc<ScanCaches>,
     ) -> Self {
         Self {
             lake,
             process_id,
             bounds,
             options,
-            context,
+            caches,
         }
     }
 
@@ -85,10 +75,19 @@ impl AsyncSpansTable {
         self.process_id
     }
 
-    /// What the table was made of, for the codec: the lake, the range and the options.
-    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
-    pub(crate) fn parts(&self) -> (&Lake, (Option<i64>, Option<i64>), &ScanOptions) {
-        (&self.lake, self.bounds, &self.options)
+    /// The lake the table reads.
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// The range whose overlapping spans the table holds (inclusive).
+    pub fn bounds(&self) -> TimeBounds {
+        self.bounds
+    }
+
+    /// How the table's scans read blocks.
+    pub fn options(&self) -> &ScanOptions {
+        &self.options
     }
 
     fn classify(filter: &Expr, now: Option<chrono::DateTime<chrono::Utc>>) -> SpanFilter {
@@ -130,7 +129,7 @@ impl AsyncSpansTable {
             return SpanFilter::Unsupported;
         }
         let (predicate, residual) = ScanPredicate::from_filters(&[as_time], now);
-        if !residual.is_empty() || predicate.time == (None, None) {
+        if !residual.is_empty() || predicate.time.is_all() {
             return SpanFilter::Unsupported;
         }
         SpanFilter::Time {
@@ -191,44 +190,34 @@ impl TableProvider for AsyncSpansTable {
         // The spans asked for overlap the table's range and the query range (a Flight SQL
         // request's headers); the events are read around it, so the query range must not cut
         // them: it becomes the spans' range instead.
-        let (q0, q1) = self.options.query_range;
-        let overlap = (max_opt(self.bounds.0, q0), min_opt(self.bounds.1, q1));
-        let (r0, r1) = overlap;
-        let mut lo = r0.map(|r| r.saturating_sub(margin));
-        let mut hi = r1.map(|r| r.saturating_add(margin));
+        let overlap = self.bounds.intersect(self.options.query_range);
+        let mut read = EventsRead::around(overlap, margin);
         let mut event_filters = Vec::new();
         for filter in filters {
             match Self::classify(filter, now) {
                 SpanFilter::Events => event_filters.push(unnormalize_col(filter.clone())),
-                // A span beginning in [a, b] has both its events in [a, b + margin]…
                 SpanFilter::Time {
                     on_begin: true,
-                    bounds: (a, b),
-                } => {
-                    lo = max_opt(lo, a);
-                    hi = min_opt(hi, b.map(|b| b.saturating_add(margin)));
-                }
-                // …one ending in [a, b] has them in [a - margin, b].
+                    bounds,
+                } => read.begin_within(bounds),
                 SpanFilter::Time {
                     on_begin: false,
-                    bounds: (a, b),
-                } => {
-                    lo = max_opt(lo, a.map(|a| a.saturating_sub(margin)));
-                    hi = min_opt(hi, b);
-                }
+                    bounds,
+                } => read.end_within(bounds),
                 // DataFusion applies it above.
                 SpanFilter::Unsupported => {}
             }
         }
-        let events = AsyncEventsTable::with_context(
+        let events_read = read.bounds();
+        let events = AsyncEventsTable::with_caches(
             self.lake.clone(),
             self.process_id,
-            (lo, hi),
+            events_read,
             ScanOptions {
-                query_range: (None, None),
+                query_range: TimeBounds::ALL,
                 ..self.options.clone()
             },
-            self.context.clone(),
+            self.caches.clone(),
         );
         let scan = events
             .scan(state, Some(&event_projection), &event_filters, None)
@@ -237,7 +226,7 @@ impl TableProvider for AsyncSpansTable {
         // `time`, keeping each partition's order (with `declare_time_order = false` there is none
         // to keep: pairing then holds ends that arrive before their begins for longer).
         let order = scan.output_ordering().cloned();
-        let reads_to_end = match hi {
+        let reads_to_end = match events_read.end {
             None => true,
             Some(hi) => match self.lake.latest_timing(self.process_id).await? {
                 Some(latest) => hi >= latest.end_time_ns,

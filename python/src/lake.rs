@@ -1,0 +1,177 @@
+//! `Lake`: a micromegas data lake opened from Python, and the functions and tables it exports.
+
+use crate::capsules::{LakeFunction, Table};
+use crate::in_runtime::InRuntimeFunction;
+use crate::runtime::{block_on, handle};
+use datafusion_async_events::metadata_tables::MetadataTable;
+use datafusion_async_events::provider::ScanOptions;
+use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use std::sync::Arc;
+
+pyo3::create_exception!(
+    _native,
+    LakeError,
+    PyException,
+    "A lake could not be opened or read (the message names the database, store or process)."
+);
+
+pub(crate) fn lake_error(e: impl std::fmt::Display) -> PyErr {
+    LakeError::new_err(e.to_string())
+}
+
+/// A micromegas data lake: the metadata database and the object store of block payloads.
+///
+/// Open it with `Lake.from_env()` (micromegas's `MICROMEGAS_SQL_CONNECTION_STRING` and
+/// `MICROMEGAS_OBJECT_STORE_URI`, else the embedded `./lake`), `Lake.open(db_url, store_url)` or
+/// `Lake.embedded(folder)`.
+#[pyclass(frozen, module = "datafusion_async_events")]
+pub(crate) struct Lake {
+    lake: datafusion_async_events::Lake,
+    /// The OS process that opened it: connections do not survive a fork.
+    pid: u32,
+}
+
+impl Lake {
+    fn opened(lake: datafusion_async_events::Lake) -> Self {
+        Self {
+            lake,
+            pid: std::process::id(),
+        }
+    }
+
+    /// The lake, if this process opened it.
+    pub(crate) fn get(&self) -> PyResult<datafusion_async_events::Lake> {
+        if self.pid != std::process::id() {
+            return Err(PyRuntimeError::new_err(format!(
+                "this Lake ({}) was opened in process {} before a fork; its connections do not \
+                 survive a fork: open the lake again in this process",
+                self.lake.database_url(),
+                self.pid
+            )));
+        }
+        Ok(self.lake.clone())
+    }
+}
+
+#[pymethods]
+impl Lake {
+    /// The lake named by micromegas's environment variables, else the embedded `./lake`.
+    #[staticmethod]
+    fn from_env(py: Python<'_>) -> PyResult<Self> {
+        let lake = block_on(py, datafusion_async_events::Lake::from_env())?;
+        Ok(Self::opened(lake.map_err(lake_error)?))
+    }
+
+    /// A lake from its metadata database URL (`postgres://…` or `sqlite://…`) and object store
+    /// URL (`file://…`, or `s3://…`/`gs://…`/`az://…` when built with those features).
+    #[staticmethod]
+    fn open(py: Python<'_>, db_url: &str, store_url: &str) -> PyResult<Self> {
+        let lake = block_on(py, datafusion_async_events::Lake::open(db_url, store_url))?;
+        Ok(Self::opened(lake.map_err(lake_error)?))
+    }
+
+    /// The embedded lake in `folder` (SQLite `telemetry.db` and the blobs beside it), created
+    /// if missing.
+    #[staticmethod]
+    fn embedded(py: Python<'_>, folder: std::path::PathBuf) -> PyResult<Self> {
+        let lake = block_on(py, datafusion_async_events::Lake::embedded(folder))?;
+        Ok(Self::opened(lake.map_err(lake_error)?))
+    }
+
+    /// The metadata database URL (without password).
+    #[getter]
+    fn database_url(&self) -> &str {
+        self.lake.database_url()
+    }
+
+    /// The object store URL.
+    #[getter]
+    fn store_url(&self) -> &str {
+        self.lake.store_url()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Lake(database_url={:?}, store_url={:?})",
+            self.lake.database_url(),
+            self.lake.store_url()
+        )
+    }
+
+    /// Records a small instrumented tokio service (the CLI's `quickstart` workload: requests,
+    /// fan-outs on other workers, futures dropped at a deadline, background jobs) into the
+    /// lake, and returns its process id. `waves` of 25 requests each; 20 take about a second.
+    /// Once per Python process: micromegas's tracing dispatch is process-wide.
+    #[pyo3(signature = (waves = 20))]
+    fn record_demo(&self, py: Python<'_>, waves: u64) -> PyResult<String> {
+        let lake = self.get()?;
+        let (pid, _) = py
+            .detach(|| datafusion_async_events::recorder::demo::record(lake, waves))
+            .map_err(lake_error)?;
+        Ok(pid.to_string())
+    }
+
+    /// The table functions to register on a `SessionContext` (see `register`):
+    /// `async_events`, `async_spans`, `view_instance`, `thread_streams`.
+    #[pyo3(signature = (*, time_margin_s = None, span_margin_s = None, skip_corrupt_blocks = false))]
+    fn table_functions(
+        &self,
+        time_margin_s: Option<f64>,
+        span_margin_s: Option<f64>,
+        skip_corrupt_blocks: bool,
+    ) -> PyResult<Vec<LakeFunction>> {
+        let options = scan_options(time_margin_s, span_margin_s, skip_corrupt_blocks)?;
+        let handle = handle()?;
+        Ok(
+            datafusion_async_events::table_functions(self.get()?, options)
+                .into_iter()
+                .map(|(name, function)| LakeFunction {
+                    name,
+                    function: Arc::new(InRuntimeFunction {
+                        inner: function,
+                        handle: handle.clone(),
+                    }),
+                    handle: handle.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The lake's `processes`, `streams` and `blocks` tables, by name (see `register`).
+    fn metadata_tables(&self) -> PyResult<Vec<(&'static str, Table)>> {
+        let lake = self.get()?;
+        let tables = [
+            ("processes", MetadataTable::processes(lake.clone())),
+            ("streams", MetadataTable::streams(lake.clone())),
+            ("blocks", MetadataTable::blocks(lake)),
+        ];
+        tables
+            .into_iter()
+            .map(|(name, table)| Ok((name, Table::new(Arc::new(table))?)))
+            .collect()
+    }
+}
+
+fn scan_options(
+    time_margin_s: Option<f64>,
+    span_margin_s: Option<f64>,
+    skip_corrupt_blocks: bool,
+) -> PyResult<ScanOptions> {
+    let seconds = |name: &str, s: f64| {
+        std::time::Duration::try_from_secs_f64(s)
+            .map_err(|_| PyValueError::new_err(format!("{name}: {s} is not a duration in seconds")))
+    };
+    let mut options = ScanOptions {
+        skip_corrupt_blocks,
+        ..ScanOptions::default()
+    };
+    if let Some(s) = time_margin_s {
+        options.time_margin = seconds("time_margin_s", s)?;
+    }
+    if let Some(s) = span_margin_s {
+        options.span_margin = seconds("span_margin_s", s)?;
+    }
+    Ok(options)
+}

@@ -1,0 +1,40 @@
+//! The lake's metadata as tables: `processes`, `streams` and `blocks` with the column names and
+//! types of micromegas's views of the same names (so queries written for micromegas, and the
+//! Python client's `find_process`, `query_streams`, `query_blocks`, run unchanged), and
+//! `thread_streams(pid)`, the threads behind the `stream_id` of events.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `table.rs` | [`MetadataTable`]: the three tables' scans |
+//! | `schema.rs` | their schemas |
+//! | `filters.rs` | the filters applied in the metadata query |
+//! | `columns.rs` | Arrow columns of metadata rows |
+//! | `thread_streams.rs` | [`ThreadStreamsTable`] |
+
+mod columns;
+mod filters;
+mod schema;
+mod table;
+mod thread_streams;
+
+pub use table::MetadataTable;
+pub use thread_streams::ThreadStreamsTable;
+
+use crate::lake::Lake;
+use crate::predicate_fixes::install_predicate_fixes;
+use datafusion::common::Result;
+use datafusion::prelude::SessionContext;
+use std::sync::Arc;
+
+/// Registers the `processes`, `streams` and `blocks` tables of `lake` on a session (with the
+/// analyzer rule that corrects two DataFusion 55.2 bugs, as `register` does).
+pub fn register_metadata_tables(ctx: &SessionContext, lake: Lake) -> Result<()> {
+    ctx.register_table(
+        "processes",
+        Arc::new(MetadataTable::processes(lake.clone())),
+    )?;
+    ctx.register_table("streams", Arc::new(MetadataTable::streams(lake.clone())))?;
+    ctx.register_table("blocks", Arc::new(MetadataTable::blocks(lake)))?;
+    install_predicate_fixes(ctx);
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! [`PerfettoTraceTable`], the table of `perfetto_trace_chunks`, and [`PerfettoTraceExec`], the
+//! plan node that writes the trace of its input spans as chunks.
+
+use super::writer::{CHUNK_SIZE, TraceWriter};
+use crate::lake::Lake;
+use crate::spans::{AsyncSpansTable, async_spans_schema};
+use crate::time_bounds::TimeBounds;
+use crate::timeline::{SPAN_COLUMNS, Thread, spans_of_batch};
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BinaryArray, Int32Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::{Distribution, EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use uuid::Uuid;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("chunk_id", DataType::Int32, false),
+        Field::new("chunk_data", DataType::Binary, false),
+    ]))
+});
+
+/// The schema of `perfetto_trace_chunks`: `chunk_id` Int32, `chunk_data` Binary.
+pub fn chunks_schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// The table of `perfetto_trace_chunks`.
+#[derive(Debug)]
+pub struct PerfettoTraceTable {
+    spans: AsyncSpansTable,
+    lake: Lake,
+    process_id: Uuid,
+    bounds: TimeBounds,
+}
+
+impl PerfettoTraceTable {
+    /// The trace of the spans of `spans` (a process's, within `bounds`).
+    pub fn new(spans: AsyncSpansTable, lake: Lake, process_id: Uuid, bounds: TimeBounds) -> Self {
+        Self {
+            spans,
+            lake,
+            process_id,
+            bounds,
+        }
+    }
+}
+
+/// A synthetic process id for Perfetto (micromegas identifies processes by UUID).
+fn synthetic_pid(process_id: Uuid) -> i32 {
+    let b = process_id.as_bytes();
+    let n = i32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]);
+    n.max(1)
+}
+
+/// The threads of a process, from its thread streams (as `thread_streams` names them).
+async fn lake_threads(lake: &Lake, process_id: Uuid) -> Result<Vec<Thread>> {
+    let streams = lake.cpu_streams(process_id, None).await?;
+    Ok(streams
+        .iter()
+        .map(|s| Thread {
+            stream_id: s.stream_id.to_string(),
+            name: s
+                .property("thread-name")
+                .map_or_else(|| s.stream_id.to_string(), str::to_owned),
+            thread_id: s.property("thread-id").map(str::to_owned),
+        })
+        .collect())
+}
+
+#[async_trait]
+impl TableProvider for PerfettoTraceTable {
+    fn schema(&self) -> SchemaRef {
+        SCHEMA.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let process = self.lake.process(self.process_id).await?;
+        let threads = lake_threads(&self.lake, self.process_id).await?;
+        let spans_schema = async_spans_schema();
+        let columns = SPAN_COLUMNS
+            .iter()
+            .map(|c| spans_schema.index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let spans = self.spans.scan(state, Some(&columns), &[], None).await?;
+        let exe = process.exe.rsplit(['/', '\\']).next().unwrap_or_default();
+        let name = if exe.is_empty() {
+            self.process_id.to_string()
+        } else {
+            format!("{exe} {}", self.process_id)
+        };
+        Ok(Arc::new(PerfettoTraceExec::new(
+            spans,
+            name,
+            synthetic_pid(self.process_id),
+            threads,
+            self.bounds,
+            projection.cloned(),
+        )))
+    }
+}
+
+/// Writes the trace of its input (`async_spans` rows) as chunks.
+#[derive(Debug)]
+pub struct PerfettoTraceExec {
+    input: Arc<dyn ExecutionPlan>,
+    process_name: String,
+    pid: i32,
+    threads: Vec<Thread>,
+    range: TimeBounds,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl PerfettoTraceExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        process_name: String,
+        pid: i32,
+        threads: Vec<Thread>,
+        range: TimeBounds,
+        projection: Option<Vec<usize>>,
+    ) -> Self {
+        let schema = match &projection {
+            Some(p) => Arc::new(
+                SCHEMA
+                    .project(p)
+                    .unwrap_or_else(|_| SCHEMA.as_ref().clone()),
+            ),
+            None => SCHEMA.clone(),
+        };
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input,
+            process_name,
+            pid,
+            threads,
+            range,
+            projection,
+            schema,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for PerfettoTraceExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "PerfettoTraceExec: process={}, threads={}",
+            self.process_name,
+            self.threads.len()
+        )
+    }
+}
+
+impl ExecutionPlan for PerfettoTraceExec {
+    fn name(&self) -> &str {
+        "PerfettoTraceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.pop() else {
+            return internal_err!("PerfettoTraceExec takes one child");
+        };
+        Ok(Arc::new(Self::new(
+            input,
+            self.process_name.clone(),
+            self.pid,
+            self.threads.clone(),
+            self.range,
+            self.projection.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("PerfettoTraceExec has one partition, asked for {partition}");
+        }
+        let input = self.input.execute(0, context)?;
+        let writer = TraceWriter::new(
+            &self.process_name,
+            self.pid,
+            self.threads.clone(),
+            self.range,
+            CHUNK_SIZE,
+        );
+        let state = ChunkState {
+            input: Some(input),
+            writer: Some(writer),
+            next_id: 0,
+            projection: self.projection.clone(),
+            schema: self.schema.clone(),
+        };
+        let stream = futures::stream::unfold(state, |mut state| async move {
+            let batch = state.next().await.transpose()?;
+            if batch.is_err() {
+                state.writer = None; // an error ends the trace
+            }
+            Some((batch, state))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+/// The stream state of [`PerfettoTraceExec`]: input spans in, chunks out.
+struct ChunkState {
+    input: Option<SendableRecordBatchStream>,
+    writer: Option<TraceWriter>,
+    next_id: i32,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+}
+
+impl ChunkState {
+    fn batch(&mut self, chunk: Vec<u8>) -> Result<RecordBatch> {
+        let id = self.next_id;
+        self.next_id = self.next_id.saturating_add(1);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![id])),
+            Arc::new(BinaryArray::from(vec![chunk.as_slice()])),
+        ];
+        let columns = match &self.projection {
+            Some(p) => p.iter().filter_map(|&i| columns.get(i).cloned()).collect(),
+            None => columns,
+        };
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+        )?)
+    }
+
+    /// The next chunk, `None` at the end.
+    async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            let Some(writer) = self.writer.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(chunk) = writer.take_chunk() {
+                return self.batch(chunk).map(Some);
+            }
+            match self.input.as_mut() {
+                Some(input) => match input.next().await {
+                    Some(batch) => writer.push_spans(&spans_of_batch(&batch?)?),
+                    None => self.input = None,
+                },
+                None => {
+                    let rest = self.writer.take().map(TraceWriter::finish);
+                    return match rest {
+                        Some(rest) if !rest.is_empty() => self.batch(rest).map(Some),
+                        _ => Ok(None),
+                    };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Table function arguments, checked when the query is planned, without I/O: the process id
+//! must be a UUID (`'global'` is refused: the views are per process), time bounds timestamps or
+//! RFC 3339 strings (`NULL` leaves a side open).
+
+use crate::time_bounds::{TimeBounds, parse_time};
+use datafusion::catalog::TableFunctionArgs;
+use datafusion::common::{DFSchema, Result, ScalarValue, plan_err};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The value of a column-free argument (DataFusion usually folds them before the call).
+pub(crate) fn constant(args: &TableFunctionArgs, expr: &Expr) -> Option<ScalarValue> {
+    if let Expr::Literal(v, _) = expr {
+        return Some(v.clone());
+    }
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::new(DFSchema::empty()))
+        .with_query_execution_start_time(
+            args.session().execution_props().query_execution_start_time,
+        )
+        .build();
+    match ExprSimplifier::new(context).simplify(expr.clone()) {
+        Ok(Expr::Literal(v, _)) => Some(v),
+        _ => None,
+    }
+}
+
+/// A string argument of `function`, named `what` in the error.
+pub(crate) fn string_arg(function: &str, what: &str, value: Option<ScalarValue>) -> Result<String> {
+    match value {
+        Some(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => Ok(s),
+        other => plan_err!(
+            "{function}: the {what} must be a string literal, got {}",
+            other.map_or("an expression".to_string(), |v| format!("{v:?}"))
+        ),
+    }
+}
+
+/// A process id argument: a UUID string, not `'global'`.
+pub(crate) fn process_arg(function: &str, args: &TableFunctionArgs, expr: &Expr) -> Result<Uuid> {
+    let text = string_arg(function, "process id", constant(args, expr))?;
+    parse_process_id(function, &text)
+}
+
+/// A process id given to `function` as text: a UUID; `'global'` (micromegas's view of all
+/// processes) is refused with a message saying why. For hosts that build the tables themselves.
+pub fn parse_process_id(function: &str, text: &str) -> Result<Uuid> {
+    if text.eq_ignore_ascii_case("global") {
+        return plan_err!(
+            "{function}: async events are a per-process view, 'global' is not supported: \
+             pass a process id (`async-events processes` lists them)"
+        );
+    }
+    match Uuid::parse_str(text.trim()) {
+        Ok(id) => Ok(id),
+        Err(_) => plan_err!(
+            "{function}: '{text}' is not a process id: expected a UUID such as \
+             '6f0e6b0c-5d3c-4e7a-9a57-0e9f1a2b3c4d'"
+        ),
+    }
+}
+
+/// A time bound argument (`which`: `begin` or `end`); `NULL` leaves the side open.
+pub(crate) fn time_arg(
+    function: &str,
+    which: &str,
+    value: Option<ScalarValue>,
+) -> Result<Option<i64>> {
+    let scaled = |v: Option<i64>, factor: i64| v.and_then(|v| v.checked_mul(factor));
+    Ok(match value {
+        Some(v) if v.is_null() => None,
+        Some(ScalarValue::TimestampNanosecond(v, _)) => v,
+        Some(ScalarValue::TimestampMicrosecond(v, _)) => scaled(v, 1_000),
+        Some(ScalarValue::TimestampMillisecond(v, _)) => scaled(v, 1_000_000),
+        Some(ScalarValue::TimestampSecond(v, _)) => scaled(v, 1_000_000_000),
+        Some(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => match parse_time(&s) {
+            Some(ns) => Some(ns),
+            None => {
+                return plan_err!(
+                    "{function}: the {which} time '{s}' is not an RFC 3339 timestamp \
+                         such as '2024-05-01T10:00:00Z'"
+                );
+            }
+        },
+        other => {
+            return plan_err!(
+                "{function}: the {which} time must be a timestamp or an RFC 3339 string, got {}",
+                other.map_or("an expression".to_string(), |v| format!("{v:?}"))
+            );
+        }
+    })
+}
+
+/// The `begin` and `end` arguments at `exprs[0]` and `exprs[1]`.
+pub(crate) fn bounds_args(
+    function: &str,
+    args: &TableFunctionArgs,
+    exprs: &[Expr],
+) -> Result<TimeBounds> {
+    match exprs {
+        [begin, end] => Ok(TimeBounds::new(
+            time_arg(function, "begin", constant(args, begin))?,
+            time_arg(function, "end", constant(args, end))?,
+        )),
+        _ => plan_err!("{function}: expected a begin and an end time"),
+    }
+}
+
+/// The arguments of `async_events` and `async_spans`: `(process_id [, begin, end])`.
+pub(crate) fn process_and_range(
+    name: &str,
+    args: &TableFunctionArgs,
+) -> Result<(Uuid, TimeBounds)> {
+    let exprs = args.exprs();
+    match exprs {
+        [pid] => Ok((process_arg(name, args, pid)?, TimeBounds::ALL)),
+        [pid, range @ ..] if range.len() == 2 => Ok((
+            process_arg(name, args, pid)?,
+            bounds_args(name, args, range)?,
+        )),
+        _ => plan_err!(
+            "{name} takes (process_id) or (process_id, begin, end), got {} arguments",
+            exprs.len()
+        ),
+    }
+}

@@ -1,0 +1,91 @@
+//! `async_events`, `async_spans`, `view_instance` and `thread_streams`.
+
+use super::args::{parse_process_id, process_and_range, process_arg, string_arg};
+use super::{SPANS_VIEW_SET, TableFunctions, VIEW_SET, constant};
+use crate::metadata_tables::ThreadStreamsTable;
+use crate::time_bounds::TimeBounds;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, plan_err};
+use std::sync::Arc;
+
+/// The functions of this file, by name.
+pub(super) fn functions(
+    tables: &Arc<TableFunctions>,
+) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    vec![
+        ("async_events", Arc::new(AsyncEvents(tables.clone()))),
+        ("async_spans", Arc::new(AsyncSpans(tables.clone()))),
+        ("view_instance", Arc::new(ViewInstance(tables.clone()))),
+        ("thread_streams", Arc::new(ThreadStreams(tables.clone()))),
+    ]
+}
+
+/// `async_events(process_id [, begin, end])`.
+#[derive(Debug)]
+struct AsyncEvents(Arc<TableFunctions>);
+
+/// `async_spans(process_id [, begin, end])`.
+#[derive(Debug)]
+struct AsyncSpans(Arc<TableFunctions>);
+
+/// `thread_streams(process_id)`: the thread name and id of each `cpu` stream.
+#[derive(Debug)]
+struct ThreadStreams(Arc<TableFunctions>);
+
+/// `view_instance(view_set, process_id)`, for queries written for micromegas.
+#[derive(Debug)]
+struct ViewInstance(Arc<TableFunctions>);
+
+impl TableFunctionImpl for AsyncEvents {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (pid, bounds) = process_and_range("async_events", &args)?;
+        Ok(Arc::new(self.0.events_table(pid, bounds)))
+    }
+}
+
+impl TableFunctionImpl for AsyncSpans {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (pid, bounds) = process_and_range("async_spans", &args)?;
+        Ok(Arc::new(self.0.spans_table(pid, bounds)))
+    }
+}
+
+impl TableFunctionImpl for ViewInstance {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = "view_instance";
+        let exprs = args.exprs();
+        let [view_set, instance] = exprs else {
+            return plan_err!(
+                "{NAME} takes (view_set, instance_id), got {} arguments",
+                exprs.len()
+            );
+        };
+        let view_set = string_arg(NAME, "view set", constant(&args, view_set))?;
+        if view_set != VIEW_SET && view_set != SPANS_VIEW_SET {
+            return plan_err!(
+                "{NAME}: unknown view set '{view_set}'; supported view sets: '{VIEW_SET}', '{SPANS_VIEW_SET}'"
+            );
+        }
+        let text = string_arg(NAME, "instance id", constant(&args, instance))?;
+        let pid = parse_process_id(NAME, &text)?;
+        if view_set == SPANS_VIEW_SET {
+            return Ok(Arc::new(self.0.spans_table(pid, TimeBounds::ALL)));
+        }
+        Ok(Arc::new(self.0.events_table(pid, TimeBounds::ALL)))
+    }
+}
+
+impl TableFunctionImpl for ThreadStreams {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = "thread_streams";
+        let exprs = args.exprs();
+        let [pid] = exprs else {
+            return plan_err!("{NAME} takes (process_id), got {} arguments", exprs.len());
+        };
+        let pid = process_arg(NAME, &args, pid)?;
+        Ok(Arc::new(ThreadStreamsTable::new(
+            self.0.lake().clone(),
+            pid,
+        )))
+    }
+}

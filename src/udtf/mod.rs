@@ -1,0 +1,170 @@
+//! Every table function the crate serves, and [`register`].
+//!
+//! | function | file |
+//! |---|---|
+//! | `async_events(pid [, begin, end])`, `async_spans(pid [, begin, end])`, `view_instance(view_set, pid)`, `thread_streams(pid)` | `events.rs` |
+//! | `perfetto_trace_chunks(pid, span_types [, begin, end])` (feature `timeline`) | `perfetto.rs` |
+//!
+//! Arguments are checked when the query is planned, without I/O (`args.rs`); whether the
+//! process exists is known when the scan is planned. The functions made by one
+//! [`TableFunctions`] share its [`ScanCaches`]: compiled stream layouts, and the blocks the
+//! scans of one query share (the two sides of a self-join).
+
+mod args;
+mod events;
+#[cfg(feature = "timeline")]
+mod perfetto;
+
+pub(crate) use args::constant;
+pub use args::parse_process_id;
+
+use crate::lake::{Lake, LakeRegistry};
+use crate::predicate_fixes::install_predicate_fixes;
+use crate::provider::{AsyncEventsTable, ScanCaches, ScanOptions};
+use crate::spans::AsyncSpansTable;
+use crate::time_bounds::TimeBounds;
+use datafusion::catalog::TableFunctionImpl;
+use datafusion::prelude::SessionContext;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The view set of async events in `view_instance` (micromegas's name for this view).
+pub const VIEW_SET: &str = "async_events";
+
+/// The view set of async spans in `view_instance`.
+pub const SPANS_VIEW_SET: &str = "async_spans";
+
+/// Registers `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin,
+/// end])` (one row per span, begin and end paired), `view_instance('async_events' |
+/// 'async_spans', process_id)` and `thread_streams(process_id)` (the thread names behind
+/// `stream_id`) on a session.
+///
+/// ```no_run
+/// # async fn run() -> datafusion::common::Result<()> {
+/// use datafusion::prelude::SessionContext;
+/// use datafusion_async_events::{Lake, register};
+/// let lake = Lake::from_env().await?;
+/// let ctx = SessionContext::new();
+/// register(&ctx, lake);
+/// ctx.sql("SELECT name, count(*) FROM async_events('6f0e6b0c-5d3c-4e7a-9a57-0e9f1a2b3c4d') \
+///          WHERE event_type = 'begin' GROUP BY name").await?.show().await?;
+/// # Ok(()) }
+/// ```
+pub fn register(ctx: &SessionContext, lake: Lake) {
+    register_with(ctx, lake, ScanOptions::default());
+}
+
+/// [`register`] with explicit scan options.
+pub fn register_with(ctx: &SessionContext, lake: Lake, options: ScanOptions) {
+    TableFunctions::new(lake, options).register(ctx);
+}
+
+/// The table functions [`register`] installs, by name, for hosts that register them
+/// themselves (another engine, or datafusion-python through the FFI). The functions made by one
+/// call share compiled stream layouts and per-query blocks, as registered ones do.
+pub fn table_functions(
+    lake: Lake,
+    options: ScanOptions,
+) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    TableFunctions::new(lake, options).functions()
+}
+
+/// The table functions over one lake with their options, and the [`ScanCaches`] their tables
+/// share. Make one and keep it as long as the lake is served: every session it registers
+/// (a server's per-request sessions, say) then compiles each stream's layout once.
+#[derive(Debug, Clone)]
+pub struct TableFunctions {
+    lake: Lake,
+    options: ScanOptions,
+    caches: Arc<ScanCaches>,
+}
+
+impl TableFunctions {
+    /// The functions over `lake`, with new caches.
+    pub fn new(lake: Lake, options: ScanOptions) -> Self {
+        Self {
+            lake,
+            options,
+            caches: Arc::default(),
+        }
+    }
+
+    /// The same functions, sharing the same caches, with every scan bounded by `range` (a
+    /// Flight SQL request's `query_range_begin`/`query_range_end`).
+    pub fn with_query_range(&self, range: TimeBounds) -> Self {
+        Self {
+            options: ScanOptions {
+                query_range: range,
+                ..self.options.clone()
+            },
+            ..self.clone()
+        }
+    }
+
+    /// What the tables of these functions share.
+    pub fn caches(&self) -> &Arc<ScanCaches> {
+        &self.caches
+    }
+
+    /// The lake the functions read.
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// The functions, by name.
+    pub fn functions(&self) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+        let shared = Arc::new(self.clone());
+        #[allow(unused_mut)] // without the timeline feature nothing more is pushed
+        let mut functions = events::functions(&shared);
+        #[cfg(feature = "timeline")]
+        functions.extend(perfetto::functions(&shared));
+        functions
+    }
+
+    /// Installs the functions on a session, with the analyzer rule that corrects two DataFusion
+    /// 55.2 bugs ([`PredicateFixes`](crate::PredicateFixes)). The lake is also added to the process's
+    /// [`LakeRegistry`] and, with the caches, installed as extensions of the session's config
+    /// (unless it has them): a plan decoded in this process (see the `codec` feature) finds its
+    /// lake there by URL and compiles its layouts in these caches.
+    pub fn register(&self, ctx: &SessionContext) {
+        let registry = LakeRegistry::global();
+        registry.add(&self.lake);
+        {
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            let config = state.config_mut();
+            if config.get_extension::<LakeRegistry>().is_none() {
+                config.set_extension(registry);
+            }
+            if config.get_extension::<ScanCaches>().is_none() {
+                config.set_extension(self.caches.clone());
+            }
+        }
+        for (name, function) in self.functions() {
+            ctx.register_udtf(name, function);
+        }
+        install_predicate_fixes(ctx);
+    }
+
+    /// The `async_events` table of a process.
+    pub(crate) fn events_table(&self, process_id: Uuid, bounds: TimeBounds) -> AsyncEventsTable {
+        AsyncEventsTable::with_caches(
+            self.lake.clone(),
+            process_id,
+            bounds,
+            self.options.clone(),
+            self.caches.clone(),
+        )
+    }
+
+    /// The `async_spans` table of a process.
+    pub(crate) fn spans_table(&self, process_id: Uuid, bounds: TimeBounds) -> AsyncSpansTable {
+        AsyncSpansTable::with_caches(
+            self.lake.clone(),
+            process_id,
+            bounds,
+            self.options.clone(),
+            self.caches.clone(),
+        )
+    }
+}
