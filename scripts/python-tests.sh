@@ -8,10 +8,13 @@
 # 2. the Flight SQL server with the real micromegas Python client: records the telemetry
 #    generator into a temporary embedded lake, starts `async-events serve` (and a second
 #    instance that requires a bearer token) on free loopback ports, runs python/tests/flight,
-#    and stops the servers.
-# Arguments are passed to both pytest runs.
+#    and stops the servers;
+# 3. the Perfetto traces of the command line on that lake, parsed with Perfetto's own
+#    definitions (python/tests/trace), in a second environment (they need protobuf 6).
+# Arguments are passed to the three pytest runs.
 #
-# ASYNC_EVENTS_VENV: the environment's folder (default /var/tmp/async-events-venv).
+# ASYNC_EVENTS_VENV: the environment's folder (default /var/tmp/async-events-venv);
+# ASYNC_EVENTS_TRACE_VENV: the second one's (default /var/tmp/async-events-trace-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -78,3 +81,15 @@ export ASYNC_EVENTS_CLI="$BIN"
 
 cd "$ROOT/python/tests/flight"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .
+
+# 3. The Perfetto traces, read with Perfetto's own definitions (python/tests/trace): an
+# environment of their own, as perfetto's generated code needs protobuf 6 and micromegas pins
+# protobuf 5. The same lake, through the exported MICROMEGAS_* variables and ASYNC_EVENTS_CLI.
+TRACE_VENV="${ASYNC_EVENTS_TRACE_VENV:-/var/tmp/async-events-trace-venv}"
+if [ ! -x "$TRACE_VENV/bin/python" ]; then
+  python3 -m venv "$TRACE_VENV"
+fi
+"$TRACE_VENV/bin/pip" install -q --disable-pip-version-check \
+  -r "$ROOT/python/tests/trace/requirements-trace.txt"
+cd "$ROOT/python/tests/trace"
+"$TRACE_VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .

@@ -8,6 +8,10 @@ if [ -z "${ASYNC_EVENTS_TEST_POSTGRES:-}" ]; then
   eval "$(scripts/pg-server.sh start)"
   trap 'scripts/pg-server.sh stop "$PG_DIR"' EXIT
 fi
+# The library as users get it (DataFusion without its default features; `recorder` only adds
+# the producer the fixtures are converted with): its unit tests and every test of the library's
+# own surface (SQL, pushdown, spans, errors, lakes, format, the predicate fixes).
+cargo test --features recorder "$@"
 # Every feature the tests cover, in one build (Ballista turns on DataFusion's default features:
 # building the CLI for the Python tests with the same set reuses it).
 export ASYNC_EVENTS_TEST_FEATURES="${ASYNC_EVENTS_TEST_FEATURES:-server,distributed,ballista}"

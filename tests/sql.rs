@@ -89,7 +89,17 @@ on_both! {
         let p95 = b.column(2).as_primitive::<Int64Type>().value(0);
         assert!(p50 <= p95 && p95 <= max, "{p50} {p95} {max}");
         assert!(b.column(3).as_primitive::<Float64Type>().value(0) >= 3e6, "middle sleeps 2 + 1 ms");
-        assert!(b.column(4).as_primitive::<Float64Type>().value(0) >= 0.0);
+        // The statistics of SQL equal the same computed here from the durations themselves.
+        let all = query(&ctx, &format!(
+            "SELECT duration_ns FROM ({inner}) WHERE name = '{}'", workload::middle_name())).await;
+        let ns: Vec<f64> = all.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().iter().map(|&v| v as f64).collect::<Vec<_>>()).collect();
+        assert!(ns.len() >= 2);
+        let mean = ns.iter().sum::<f64>() / ns.len() as f64;
+        let sample_sd = (ns.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (ns.len() - 1) as f64).sqrt();
+        let (sql_mean, sql_sd) = (b.column(3).as_primitive::<Float64Type>().value(0), b.column(4).as_primitive::<Float64Type>().value(0));
+        assert!((sql_mean - mean).abs() <= 1e-6 * mean, "{sql_mean} vs {mean}");
+        assert!((sql_sd - sample_sd).abs() <= 1e-6 * sample_sd.max(1.0), "{sql_sd} vs {sample_sd}");
+        assert_eq!(max as f64, ns.iter().cloned().fold(f64::MIN, f64::max));
         assert!(b.column(5).as_primitive::<Int64Type>().value(0) >= 3);
         // Tagged ends carry their properties.
         let props = query(&ctx, &format!(

@@ -5,6 +5,7 @@
 mod common;
 
 use chrono::{Duration, Utc};
+use common::counted_store::CountedStore;
 use common::lakes::{Backend, open, store};
 use common::producer::Recording;
 use common::realistic::{Shape, realistic};
@@ -14,9 +15,9 @@ use common::sql::{
 use common::workload::shared_recording;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
-use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::SessionConfig;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// 3 thread streams of 20 blocks each, every block 1 s long, back to back from the start.
 fn tiled() -> &'static Recording {
@@ -249,53 +250,75 @@ async fn nothing_is_fetched_before_the_first_poll_and_dropping_stops_fetching() 
     let t = open(Backend::Sqlite).await;
     store(&t.lake, rec).await;
     let pid = rec.process.process_id;
+    // Every blob read waits for the test's permission: what is asked for, and when, is counted.
+    let blobs = CountedStore::gated(t.lake.object_store());
+    let lake = t.lake.with_object_store(Arc::new(blobs.clone()));
     // Small batches: the first one is out after the first block.
-    let ctx = context_with(&t.lake, SessionConfig::new().with_batch_size(8));
-    let df = ctx
+    let ctx = context_with(&lake, SessionConfig::new().with_batch_size(8));
+    let plan = ctx
         .sql(&format!(
             "SELECT * FROM async_events('{pid}') WHERE stream_id = '{}'",
             rec.streams[0].stream_id
         ))
         .await
-        .unwrap();
-    let plan = df.create_physical_plan().await.unwrap();
-    let metrics = |plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
-        let mut m = std::collections::HashMap::new();
-        let mut stack = vec![plan.clone()];
-        while let Some(p) = stack.pop() {
-            if let Some(set) = p.metrics() {
-                for metric in set.iter() {
-                    *m.entry(metric.value().name().to_string()).or_insert(0usize) +=
-                        metric.value().as_usize();
-                }
-            }
-            stack.extend(p.children().into_iter().cloned());
-        }
-        m
-    };
-    let stream = plan.execute(0, ctx.task_ctx()).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert_eq!(
-        metrics(&plan).get("blocks_fetched").copied().unwrap_or(0),
-        0,
-        "lazy"
-    );
-    let mut stream = stream;
-    let first = futures::StreamExt::next(&mut stream)
-        .await
         .unwrap()
+        .create_physical_plan()
+        .await
         .unwrap();
-    assert!(first.num_rows() > 0);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let fetched = metrics(&plan).get("blocks_fetched").copied().unwrap_or(0);
-    assert!((1..=3).contains(&fetched), "a few blocks ahead: {fetched}");
+    // Lazy: `execute` runs on a thread without a tokio runtime, where spawning a task or any
+    // I/O would panic.
+    let (p, task_ctx) = (plan.clone(), ctx.task_ctx());
+    let stream = std::thread::spawn(move || p.execute(0, task_ctx))
+        .join()
+        .expect("execute did no async work")
+        .unwrap();
+    assert_eq!(blobs.started(), 0, "nothing read before the first poll");
+    // Polled, the partition asks for a few blocks ahead while none is delivered: two (the
+    // prefetch depth), never the 20 of the stream.
+    let consumer = tokio::spawn(async move {
+        let mut stream = stream;
+        let first = futures::StreamExt::next(&mut stream).await;
+        (first, stream)
+    });
+    blobs
+        .wait_for("two blocks asked for", |b| b.started() >= 2)
+        .await;
+    assert_eq!(blobs.started(), 2, "a few blocks ahead");
+    // The two delivered (in whichever order the store answers): the first batch.
+    blobs.allow(2);
+    let (first, stream) = consumer.await.unwrap();
+    assert!(first.unwrap().unwrap().num_rows() > 0);
+    let asked = blobs.started();
+    assert!(asked <= 4, "still a few ahead: {asked}");
+    // Dropped, the scan abandons the reads in flight and asks for nothing more, whatever the
+    // store would now deliver.
     drop(stream);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert_eq!(
-        metrics(&plan).get("blocks_fetched").copied().unwrap_or(0),
-        fetched,
-        "then nothing"
-    );
+    blobs
+        .wait_for("reads in flight abandoned", |b| {
+            b.finished() + b.abandoned() == b.started()
+        })
+        .await;
+    let (asked, read) = (blobs.started(), blobs.finished());
+    assert!(read <= 2, "only what was let through: {read}");
+    blobs.allow(1_000);
+    assert_eq!(blobs.started(), asked, "then nothing");
+    assert_eq!(blobs.finished(), read);
+    // A read the store answered may still have been dropped before the scan counted it.
+    let fetched = scan_metric(&plan, "blocks_fetched");
+    assert!((1..=read).contains(&fetched), "{fetched} of {read}");
+}
+
+/// A metric of the scans of an executed plan, summed.
+fn scan_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name(name))
+        .map_or(0, |v| v.as_usize());
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| scan_metric(c, name))
+        .sum::<usize>()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -366,7 +366,10 @@ async fn bad_arguments_are_plan_errors() {
         "SELECT * FROM perfetto_trace_chunks('{unknown}', 'async')"
     ))
     .await;
-    assert!(!e.is_empty());
+    assert!(
+        e.contains(&format!("process {unknown} is not in the lake")),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

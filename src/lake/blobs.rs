@@ -35,6 +35,19 @@ impl BlobStore {
         })
     }
 
+    /// The store at `url`, read and written through `store` (rooted at the lake's root).
+    pub fn with_store(url: &str, store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            store,
+            url: url.to_owned(),
+        }
+    }
+
+    /// The object store, rooted at the lake's root.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// The URL the store was opened from.
     pub fn url(&self) -> &str {
         &self.url

@@ -232,6 +232,20 @@ impl Lake {
         Self::from_parts(meta, self.inner.blobs.clone(), self.inner.options.clone())
     }
 
+    /// The object store the lake reads its blobs from, rooted at the lake's root (keys are
+    /// `blobs/{process_id}/{stream_id}/{block_id}`).
+    pub fn object_store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.inner.blobs.store().clone()
+    }
+
+    /// The same lake (the same metadata connections and location) reading and writing its blobs
+    /// through `store`, rooted like [`object_store`](Self::object_store): a cache or a wrapper in
+    /// front of the lake's own store. Plans keep naming the lake by its URLs.
+    pub fn with_object_store(&self, store: Arc<dyn object_store::ObjectStore>) -> Self {
+        let blobs = BlobStore::with_store(self.inner.blobs.url(), store);
+        Self::from_parts(self.inner.meta.clone(), blobs, self.inner.options.clone())
+    }
+
     /// The metadata database URL (without password).
     pub fn database_url(&self) -> &str {
         meta!(self, m => m.url())

@@ -79,9 +79,9 @@ pub struct ThreadDescriptor {
     /// The process id of the process track.
     #[prost(int32, optional, tag = "1")]
     pub pid: Option<i32>,
-    /// Thread id.
-    #[prost(int32, optional, tag = "2")]
-    pub tid: Option<i32>,
+    /// Thread id (int64 in Perfetto: OS thread ids do not fit 32 bits).
+    #[prost(int64, optional, tag = "2")]
+    pub tid: Option<i64>,
     /// Thread name.
     #[prost(string, optional, tag = "5")]
     pub thread_name: Option<String>,

@@ -17,6 +17,7 @@ macro_rules! on_both {
     )*};
 }
 
+pub mod counted_store;
 pub mod lakes;
 pub mod logs;
 pub mod producer;

@@ -506,3 +506,37 @@ pub fn out_of_order() -> Recording {
         blocks: vec![first, second],
     }
 }
+
+/// A process whose `scripted::top` spans last exactly `durations` (ns), one after the other in
+/// one block: durations a test can state exactly, whatever the machine's load.
+pub fn latencies(durations: &[i64]) -> Recording {
+    let pid = Uuid::new_v4();
+    let info = process_info(pid);
+    let t = |d: i64| info.start_ticks + d;
+    let mut stream = ThreadStream::new(1024 * 1024, pid, &["cpu".to_string()], HashMap::new());
+    let mut at = 1_000;
+    for (i, &duration) in durations.iter().enumerate() {
+        let span_id = i as u64 + 1;
+        stream.get_events_mut().push(BeginAsyncSpanEvent {
+            span_desc: &TOP,
+            span_id,
+            parent_span_id: 0,
+            depth: 0,
+            time: t(at),
+        });
+        stream.get_events_mut().push(EndAsyncSpanEvent {
+            span_desc: &TOP,
+            span_id,
+            parent_span_id: 0,
+            depth: 0,
+            time: t(at + duration),
+        });
+        at += duration + 1_000;
+    }
+    let block = close(&mut stream, &info, 0, at);
+    Recording {
+        process: RawProcess::from(&info),
+        streams: vec![thread_stream(pid, stream.stream_id(), &HashMap::new())],
+        blocks: vec![block],
+    }
+}

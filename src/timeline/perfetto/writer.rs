@@ -162,8 +162,8 @@ impl TraceWriter {
         let tid = thread
             .thread_id
             .as_deref()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-            .unwrap_or_else(|| (stable_hash(stream_id) & 0x7fff_ffff) as i32);
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .unwrap_or_else(|| (stable_hash(stream_id) & 0x7fff_ffff) as i64);
         let rank = i32::try_from(self.tracks.len()).unwrap_or(i32::MAX);
         self.tracks.insert(
             stream_id.to_owned(),
