@@ -107,7 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (lake, pid)
         }
         None => {
-            let lake = Lake::embedded(temp.path()).await?;
+            let lake = Lake::create_embedded(temp.path()).await?;
             let recorder = lake.clone();
             let (pid, _) = tokio::task::spawn_blocking(move || {
                 datafusion_async_events::recorder::demo::record(recorder, 40)

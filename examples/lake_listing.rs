@@ -13,7 +13,9 @@
 use bytes::Bytes;
 use chrono::{Duration, Utc};
 use datafusion_async_events::Lake;
-use datafusion_async_events::lake::{BlockRecord, ProcessRecord, StreamRecord, TimeRange};
+use datafusion_async_events::lake::{
+    BlockRecord, LakeOptions, ProcessRecord, StreamRecord, TimeRange,
+};
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -163,16 +165,17 @@ async fn measure(name: &str, lake: &Lake, blocks: usize, streams: usize) {
 async fn main() {
     let args = args();
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = Lake::open(
+    let sqlite = Lake::open_with(
         &format!("sqlite://{}/telemetry.db", dir.path().display()),
         "memory://",
+        LakeOptions::writable(),
     )
     .await
     .expect("SQLite lake");
     measure("sqlite", &sqlite, args.blocks, args.streams).await;
     if let Some(admin) = &args.postgres {
         let url = fresh_database(admin).await;
-        let pg = Lake::open(&url, "memory://")
+        let pg = Lake::open_with(&url, "memory://", LakeOptions::writable())
             .await
             .expect("PostgreSQL lake");
         measure("postgres", &pg, args.blocks, args.streams).await;

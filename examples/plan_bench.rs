@@ -261,7 +261,9 @@ fn median_ms(mut times: Vec<std::time::Duration>) -> f64 {
 async fn main() {
     let args = args();
     let dir = tempfile::tempdir().expect("temp dir");
-    let lake = Lake::embedded(dir.path()).await.expect("embedded lake");
+    let lake = Lake::create_embedded(dir.path())
+        .await
+        .expect("embedded lake");
     let mut seq = Sequence(20_261_130);
     let mut processes = Vec::new();
     for (name, shapes) in cases(&mut seq) {

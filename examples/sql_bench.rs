@@ -167,7 +167,7 @@ async fn main() {
             let rec = realistic(shape, start, 2026);
             let generated = t.elapsed();
             let _ = std::fs::remove_dir_all(&args.dir);
-            let lake = Lake::embedded(lake_paths(&args.dir)).await.unwrap();
+            let lake = Lake::create_embedded(lake_paths(&args.dir)).await.unwrap();
             let t = Instant::now();
             store(&lake, &rec).await;
             let bytes: usize = rec.blocks.iter().map(|b| b.payload.len()).sum();
@@ -395,7 +395,7 @@ async fn one_stream(args: &Args) {
             block_duration: chrono::Duration::seconds(6),
         };
         let rec = realistic(shape, chrono::Utc::now() - chrono::Duration::hours(2), 2027);
-        let lake = Lake::embedded(&dir).await.unwrap();
+        let lake = Lake::create_embedded(&dir).await.unwrap();
         store(&lake, &rec).await;
         println!("built {}: {} blocks", dir.display(), rec.blocks.len());
     }

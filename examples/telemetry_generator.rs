@@ -12,6 +12,7 @@
 //! `process_id=<uuid>`.
 
 use datafusion_async_events::Lake;
+use datafusion_async_events::lake::LakeOptions;
 use datafusion_async_events::recorder::{RecordingOptions, start_recording};
 use micromegas_tracing::prelude::*;
 use std::time::Duration;
@@ -126,7 +127,7 @@ async fn main() -> Result<(), Failure> {
             .map_err(|_| format!("JOBS must be a number, got {text:?}"))?,
         None => 400,
     };
-    let lake = Lake::from_env().await?;
+    let lake = Lake::from_env_with(LakeOptions::writable()).await?;
     let recording = start_recording(
         lake,
         RecordingOptions {

@@ -111,6 +111,16 @@ pub enum Error {
         /// The object store URL the plan names.
         store_url: String,
     },
+    /// No lake where one was looked for: nothing was created there.
+    #[error(
+        "no micromegas lake {0}: point MICROMEGAS_SQL_CONNECTION_STRING and MICROMEGAS_OBJECT_STORE_URI (or --db and --store) at one, or record one with `async-events quickstart`"
+    )]
+    NoLake(String),
+    /// A write to a lake opened for reading (see `LakeOptions::writable`).
+    #[error(
+        "the lake {0} was opened read-only: open it with LakeOptions::writable to record into it"
+    )]
+    ReadOnly(String),
     /// A configuration value (URL, environment variable) is not usable.
     #[error("configuration: {0}")]
     Config(String),

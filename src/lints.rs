@@ -10,7 +10,10 @@
 //!   spawned with the parent's context and left running);
 //! - **slow outliers**: spans at least 10 times slower than their name's median (and 1 ms
 //!   slower), for names with at least 10 finished spans, the 5 slowest per name, with the name's
-//!   p50 and p99.
+//!   p50 and p99;
+//! - **repeated span ids**: a span id begun or ended more than once (ids reused by a producer,
+//!   or damaged data). `async_spans` never merges such events: it keeps every begin and end in a
+//!   row of its own and counts them (`span_ids_repeated` in EXPLAIN ANALYZE).
 
 use uuid::Uuid;
 
@@ -38,6 +41,7 @@ fn spans(process_id: Uuid, begin: Option<&str>, end: Option<&str>) -> String {
 
 /// The lints of a process, optionally within a range (RFC 3339 `begin`/`end`).
 pub fn lints(process_id: Uuid, begin: Option<&str>, end: Option<&str>) -> Vec<Lint> {
+    let events = spans(process_id, begin, end).replacen("async_spans", "async_events", 1);
     let spans = spans(process_id, begin, end);
     vec![
         Lint {
@@ -80,6 +84,16 @@ pub fn lints(process_id: Uuid, begin: Option<&str>, end: Option<&str>) -> Vec<Li
                         round(p50 / 1e6, 3) AS name_p50_ms, round(p99 / 1e6, 3) AS name_p99_ms, \
                         round(CAST(ns AS DOUBLE) / p50, 1) AS times_p50, spans AS name_spans \
                  FROM ranked WHERE rank <= 5 ORDER BY times_p50 DESC, span_id"
+            ),
+        },
+        Lint {
+            name: "repeated_span_ids",
+            title: "Span ids begun or ended more than once",
+            sql: format!(
+                "SELECT span_id, event_type, count(*) AS events, min(time) AS first, \
+                        max(time) AS last, count(DISTINCT name) AS names \
+                 FROM {events} GROUP BY span_id, event_type HAVING count(*) > 1 \
+                 ORDER BY events DESC, span_id, event_type"
             ),
         },
     ]

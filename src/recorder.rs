@@ -11,7 +11,7 @@
 //! ```no_run
 //! # async fn run() -> datafusion_async_events::Result<()> {
 //! use datafusion_async_events::{Lake, recorder::{RecordingOptions, start_recording}};
-//! let lake = Lake::embedded("lake").await?;
+//! let lake = Lake::create_embedded("lake").await?;
 //! let recording = start_recording(lake, RecordingOptions::default())?;
 //! // ... run instrumented code on threads that have a thread stream ...
 //! let summary = recording.finish();
@@ -119,8 +119,16 @@ impl fmt::Debug for LakeRecorder {
 }
 
 impl LakeRecorder {
-    /// A recorder writing into `lake` from a thread of its own.
+    /// A recorder writing into `lake` from a thread of its own; the lake must have been opened
+    /// writable ([`LakeOptions::writable`](crate::lake::LakeOptions::writable)).
     pub fn new(lake: Lake) -> Result<Self> {
+        if !lake.options().writable {
+            return Err(Error::ReadOnly(format!(
+                "{} ({})",
+                lake.database_url(),
+                lake.store_url()
+            )));
+        }
         let (sender, receiver) = channel();
         let counters = Arc::new(Counters::default());
         let start_ticks = Arc::new(AtomicI64::new(0));

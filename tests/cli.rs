@@ -24,7 +24,9 @@ fn text(bytes: &[u8]) -> String {
 /// A folder whose `./lake` is an embedded lake holding the scripted process.
 async fn folder_with_lake() -> (tempfile::TempDir, uuid::Uuid) {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::embedded(dir.path().join("lake")).await.unwrap();
+    let lake = Lake::create_embedded(dir.path().join("lake"))
+        .await
+        .unwrap();
     let rec = scripted_033().recording;
     store(&lake, &rec).await;
     (dir, rec.process.process_id)
@@ -170,21 +172,25 @@ async fn the_lake_comes_from_micromegas_environment_variables() {
     assert!(text(&out.stderr).contains(
         "MICROMEGAS_SQL_CONNECTION_STRING is set but MICROMEGAS_OBJECT_STORE_URI is not"
     ));
-    // Neither: the embedded lake of the working folder, created empty.
+    // Neither, and no lake in the working folder: an error saying how to point at one, and
+    // nothing created.
     let out = run(&[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
     assert!(
-        text(&out.stdout).contains("no process"),
-        "{}",
-        text(&out.stdout)
+        stderr.contains("no micromegas lake in lake (no telemetry.db)")
+            && stderr.contains("MICROMEGAS_SQL_CONNECTION_STRING and MICROMEGAS_OBJECT_STORE_URI"),
+        "{stderr}"
     );
-    assert!(elsewhere.path().join("lake").join("telemetry.db").exists());
+    assert!(!elsewhere.path().join("lake").exists());
 }
 
 #[tokio::test]
 async fn skipped_blocks_are_warned_about_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::embedded(dir.path().join("lake")).await.unwrap();
+    let lake = Lake::create_embedded(dir.path().join("lake"))
+        .await
+        .unwrap();
     let rec = scripted_033().recording;
     store(&lake, &rec).await;
     let pid = rec.process.process_id;

@@ -273,7 +273,9 @@ async fn unsupported_urls_are_clear_errors() {
 
 #[tokio::test]
 async fn memory_store_and_sqlite_memory_database_work_together() {
-    let lake = Lake::open("sqlite::memory:", "memory://").await.unwrap();
+    let lake = Lake::open_with("sqlite::memory:", "memory://", LakeOptions::writable())
+        .await
+        .unwrap();
     let rec = scripted_033().recording;
     store(&lake, &rec).await;
     let rows = decode_from_lake(&lake, rec.process.process_id).await;
@@ -286,7 +288,7 @@ async fn embedded_lake_is_created_on_first_use_and_reopened() {
     let path = dir.path().join("nested").join("lake");
     let rec = scripted_033().recording;
     {
-        let lake = Lake::embedded(&path).await.unwrap();
+        let lake = Lake::create_embedded(&path).await.unwrap();
         store(&lake, &rec).await;
     }
     assert!(path.join("telemetry.db").exists());
@@ -300,4 +302,137 @@ async fn embedded_lake_is_created_on_first_use_and_reopened() {
         decode_from_lake(&lake, rec.process.process_id).await.len(),
         11
     );
+}
+
+/// Every file under `dir` with its bytes, SQLite's `-shm` read marks aside (readers update them
+/// by design; they hold no data).
+fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if !path.to_string_lossy().ends_with("-shm") {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn reading_opens_never_change_an_embedded_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lake");
+    // No lake there: an error saying how to point at one, and nothing created.
+    let err = Lake::embedded(&path).await.unwrap_err();
+    assert!(matches!(err, Error::NoLake(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string())
+            && text.contains("MICROMEGAS_SQL_CONNECTION_STRING")
+            && text.contains("quickstart"),
+        "{text}"
+    );
+    assert!(!path.exists());
+    // A lake recorded, then switched to the rollback journal by another program.
+    let rec = scripted_033().recording;
+    {
+        let lake = Lake::create_embedded(&path).await.unwrap();
+        store(&lake, &rec).await;
+        assert!(matches!(
+            Lake::embedded(&path)
+                .await
+                .unwrap()
+                .insert_stream(&rec.streams[0])
+                .await
+                .unwrap_err(),
+            Error::ReadOnly(_)
+        ));
+    }
+    let db = format!("sqlite://{}", path.join("telemetry.db").display());
+    let journal = || async {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        mode
+    };
+    {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA journal_mode = DELETE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(journal().await, "delete");
+    let before = files(&path);
+    {
+        let lake = Lake::embedded(&path).await.unwrap();
+        assert_eq!(
+            decode_from_lake(&lake, rec.process.process_id).await.len(),
+            11
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        journal().await,
+        "delete",
+        "the reader left the journal mode alone"
+    );
+    let after = files(&path);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    assert!(before == after, "a file of the lake changed");
+}
+
+#[tokio::test]
+async fn a_postgres_role_that_may_only_select_reads_a_lake() {
+    let t = open(Backend::Postgres).await;
+    let rec = scripted_033().recording;
+    store(&t.lake, &rec).await;
+    let role = format!("ae_reader_{}", Uuid::new_v4().simple());
+    let database = t.db_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&t.db_url)
+        .await
+        .unwrap();
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD 'reader'"),
+        format!("GRANT CONNECT ON DATABASE \"{database}\" TO {role}"),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let mut url = url::Url::parse(&t.db_url).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("reader")).unwrap();
+    let store_url = url::Url::from_directory_path(t.dir.path())
+        .unwrap()
+        .to_string();
+    let lake = Lake::open(url.as_str(), &store_url).await.unwrap();
+    assert_eq!(
+        decode_from_lake(&lake, rec.process.process_id).await.len(),
+        11
+    );
+    drop(lake);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP OWNED BY {role}; DROP ROLE {role}"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
 }

@@ -7,6 +7,7 @@ use common::lakes::{decode_from_lake, fresh_pg_database};
 use common::producer::Recording;
 use common::scripted::scripted_033;
 use datafusion_async_events::Lake;
+use datafusion_async_events::lake::LakeOptions;
 use datafusion_async_events::lake::{TimeRange, blob_key};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use uuid::Uuid;
@@ -205,7 +206,10 @@ async fn every_released_schema_is_read_and_left_unaltered() {
         let store = url::Url::from_directory_path(dir.path())
             .unwrap()
             .to_string();
-        let lake = Lake::open(&url, &store).await.unwrap();
+        // Writable, for the inserts below: an existing schema is not altered either way.
+        let lake = Lake::open_with(&url, &store, LakeOptions::writable())
+            .await
+            .unwrap();
         let schema = lake.postgres_schema().unwrap().clone();
         assert_eq!(
             schema.id_type,
@@ -299,13 +303,33 @@ async fn otlp_streams_and_other_audiences_stay_out() {
 }
 
 #[tokio::test]
-async fn an_empty_database_gets_micromegas_telemetry_tables() {
+async fn an_empty_database_is_refused_by_readers_and_given_telemetry_tables_by_the_recorder() {
     let url = fresh_pg_database().await;
     let dir = tempfile::tempdir().unwrap();
     let store = url::Url::from_directory_path(dir.path())
         .unwrap()
         .to_string();
-    let lake = Lake::open(&url, &store).await.unwrap();
+    // A reading open names the database and schema it looked in, and creates nothing.
+    let err = Lake::open(&url, &store).await.unwrap_err().to_string();
+    let database = url.rsplit('/').next().unwrap();
+    assert!(
+        err.contains(&format!(
+            "PostgreSQL database \"{database}\", schema \"public\""
+        )) && err.contains("async-events quickstart"),
+        "{err}"
+    );
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0);
+    // The recorder's open creates them.
+    let lake = Lake::open_with(&url, &store, LakeOptions::writable())
+        .await
+        .unwrap();
     let schema = lake.postgres_schema().unwrap();
     assert_eq!(
         (
@@ -335,9 +359,12 @@ async fn an_empty_database_gets_micromegas_telemetry_tables() {
     // Opening again finds the tables and changes nothing.
     Lake::open(&url, &store).await.unwrap();
     assert_eq!(shape_of(&mut conn).await, shape);
-    // Two lakes opening the same empty database at once both succeed.
+    // Two recorders opening the same empty database at once both succeed.
     let url = fresh_pg_database().await;
-    let (a, b) = tokio::join!(Lake::open(&url, &store), Lake::open(&url, &store));
+    let (a, b) = tokio::join!(
+        Lake::open_with(&url, &store, LakeOptions::writable()),
+        Lake::open_with(&url, &store, LakeOptions::writable())
+    );
     a.unwrap();
     b.unwrap();
 }

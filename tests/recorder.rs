@@ -326,7 +326,11 @@ fn two_recorders_and_many_threads_lose_nothing() {
             .unwrap()
             .to_string();
         let other = rt
-            .block_on(datafusion_async_events::Lake::open(&t.db_url, &store_url))
+            .block_on(datafusion_async_events::Lake::open_with(
+                &t.db_url,
+                &store_url,
+                datafusion_async_events::lake::LakeOptions::writable(),
+            ))
             .unwrap();
         let recorders = [
             LakeRecorder::new(t.lake.clone()).unwrap(),

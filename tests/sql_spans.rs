@@ -300,8 +300,8 @@ async fn lint_rows(rec: &Recording) -> Vec<(&'static str, Vec<String>)> {
 async fn lints_find_what_the_troubled_workload_does_and_nothing_in_a_clean_one() {
     use common::spans_workload::name;
     let found = lint_rows(troubled_recording()).await;
-    let [(_, never), (_, outliving), _] = found.as_slice() else {
-        panic!("three lints: {found:?}")
+    let [(_, never), (_, outliving), _, (_, repeated)] = found.as_slice() else {
+        panic!("four lints: {found:?}")
     };
     // 4 races lose a step each, 4 tops drop a leaf on timeout.
     assert_eq!(never.len(), 8, "{never:?}");
@@ -317,6 +317,10 @@ async fn lints_find_what_the_troubled_workload_does_and_nothing_in_a_clean_one()
     assert!(
         outliving[0].starts_with(&format!("{}|{}|", name("step"), name("fire_and_forget"))),
         "{outliving:?}"
+    );
+    assert!(
+        repeated.is_empty(),
+        "micromegas's ids are unique: {repeated:?}"
     );
     // The clean workload trips neither of these.
     let clean = std::thread::spawn(common::spans_workload::clean)
@@ -347,6 +351,20 @@ async fn the_slow_lint_finds_exactly_the_outliers() {
         rows[0].contains("|150.2|3.0|"),
         "duration and the name's p50: {rows:?}"
     );
+    // Two spans of id 5: the fourth lint lists the id (twice begun, twice ended), and the
+    // pairing keeps all four events.
+    let reused = common::scripted::spans_with_ids(&[(4, 10), (5, 20), (5, 30), (6, 40)]);
+    let found = lint_rows(&reused).await;
+    assert_eq!(
+        found[3].1,
+        ["5|begin|2|", "5|end|2|"].map(|p| found[3]
+            .1
+            .iter()
+            .find(|r| r.starts_with(p))
+            .cloned()
+            .unwrap_or_default())
+    );
+    assert_eq!(found[3].1.len(), 2, "{:?}", found[3]);
     let steady: Vec<i64> = (0..40).map(|i| ms(4.5 + (i % 11) as f64 / 10.0)).collect();
     let slow = lint_rows(&common::scripted::latencies(&steady)).await;
     assert!(slow[2].1.is_empty(), "{:?}", slow[2]);

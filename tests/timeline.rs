@@ -29,7 +29,9 @@ fn recording() -> Recording {
 /// A folder whose `./lake` is an embedded lake holding the troubled workload.
 async fn folder_with_lake() -> (tempfile::TempDir, Lake, String) {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::embedded(dir.path().join("lake")).await.unwrap();
+    let lake = Lake::create_embedded(dir.path().join("lake"))
+        .await
+        .unwrap();
     let rec = recording();
     store(&lake, &rec).await;
     (dir, lake, rec.process.process_id.to_string())

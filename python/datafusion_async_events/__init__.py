@@ -5,6 +5,7 @@ datafusion-python.
     import datafusion_async_events as ae
 
     lake = ae.Lake.from_env()       # or ae.Lake.open(db_url, store_url), ae.Lake.embedded("./lake")
+                                    # (read-only; writable=True to record into it)
     ctx = SessionContext()
     ae.register(ctx, lake)
     ctx.sql("SELECT name, count(*) FROM async_events('<process id>') GROUP BY name").to_pandas()
@@ -81,7 +82,7 @@ def correct_predicates(ctx):
     ctx._async_events_corrects_sql = True
 
 
-def register(ctx, lake, *, metadata_tables=True, time_margin_s=None, span_margin_s=None,
+def register(ctx, lake, *, metadata_tables=True, span_margin_s=None,
              skip_corrupt_blocks=False, correct=True):
     """Registers on `ctx` (a `datafusion.SessionContext`) the table functions
     `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin, end])`,
@@ -89,15 +90,13 @@ def register(ctx, lake, *, metadata_tables=True, time_margin_s=None, span_margin
     `thread_streams(process_id)`, and, unless `metadata_tables=False`, the lake's `processes`,
     `streams` and `blocks` tables.
 
-    `time_margin_s`: the margin (seconds, default 5) around time ranges when blocks are listed
-    by their wall-clock bounds; `span_margin_s`: how far (seconds, default 30) `async_spans`
+    `span_margin_s`: how far (seconds, default 30) `async_spans`
     reads around a range for the other event of the spans crossing its edges;
     `skip_corrupt_blocks`: skip (and count) blocks that fail to decode instead of failing;
     `correct`: make `ctx.sql()` correct the predicates DataFusion 55 answers wrongly
     (`correct_predicates`).
     """
     functions = lake.table_functions(
-        time_margin_s=time_margin_s,
         span_margin_s=span_margin_s,
         skip_corrupt_blocks=skip_corrupt_blocks,
     )

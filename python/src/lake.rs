@@ -58,25 +58,34 @@ impl Lake {
 #[pymethods]
 impl Lake {
     /// The lake named by micromegas's environment variables, else the embedded `./lake`.
+    /// Read-only unless `writable` (for `record_demo`).
     #[staticmethod]
-    fn from_env(py: Python<'_>) -> PyResult<Self> {
-        let lake = block_on(py, datafusion_async_events::Lake::from_env())?;
+    #[pyo3(signature = (*, writable = false))]
+    fn from_env(py: Python<'_>, writable: bool) -> PyResult<Self> {
+        let options = lake_options(writable);
+        let lake = block_on(py, datafusion_async_events::Lake::from_env_with(options))?;
         Ok(Self::opened(lake.map_err(lake_error)?))
     }
 
     /// A lake from its metadata database URL (`postgres://…` or `sqlite://…`) and object store
     /// URL (`file://…`, or `s3://…`/`gs://…`/`az://…` when built with those features).
+    /// Read-only unless `writable`.
     #[staticmethod]
-    fn open(py: Python<'_>, db_url: &str, store_url: &str) -> PyResult<Self> {
-        let lake = block_on(py, datafusion_async_events::Lake::open(db_url, store_url))?;
+    #[pyo3(signature = (db_url, store_url, *, writable = false))]
+    fn open(py: Python<'_>, db_url: &str, store_url: &str, writable: bool) -> PyResult<Self> {
+        let options = lake_options(writable);
+        let open = datafusion_async_events::Lake::open_with(db_url, store_url, options);
+        let lake = block_on(py, open)?;
         Ok(Self::opened(lake.map_err(lake_error)?))
     }
 
-    /// The embedded lake in `folder` (SQLite `telemetry.db` and the blobs beside it), created
-    /// if missing.
+    /// The embedded lake in `folder` (SQLite `telemetry.db` and the blobs beside it): read-only,
+    /// or, when `writable`, created if missing.
     #[staticmethod]
-    fn embedded(py: Python<'_>, folder: std::path::PathBuf) -> PyResult<Self> {
-        let lake = block_on(py, datafusion_async_events::Lake::embedded(folder))?;
+    #[pyo3(signature = (folder, *, writable = false))]
+    fn embedded(py: Python<'_>, folder: std::path::PathBuf, writable: bool) -> PyResult<Self> {
+        let open = datafusion_async_events::Lake::embedded_with(folder, lake_options(writable));
+        let lake = block_on(py, open)?;
         Ok(Self::opened(lake.map_err(lake_error)?))
     }
 
@@ -115,14 +124,13 @@ impl Lake {
 
     /// The table functions to register on a `SessionContext` (see `register`):
     /// `async_events`, `async_spans`, `view_instance`, `thread_streams`.
-    #[pyo3(signature = (*, time_margin_s = None, span_margin_s = None, skip_corrupt_blocks = false))]
+    #[pyo3(signature = (*, span_margin_s = None, skip_corrupt_blocks = false))]
     fn table_functions(
         &self,
-        time_margin_s: Option<f64>,
         span_margin_s: Option<f64>,
         skip_corrupt_blocks: bool,
     ) -> PyResult<Vec<LakeFunction>> {
-        let options = scan_options(time_margin_s, span_margin_s, skip_corrupt_blocks)?;
+        let options = scan_options(span_margin_s, skip_corrupt_blocks)?;
         let handle = handle()?;
         Ok(
             datafusion_async_events::table_functions(self.get()?, options)
@@ -154,11 +162,7 @@ impl Lake {
     }
 }
 
-fn scan_options(
-    time_margin_s: Option<f64>,
-    span_margin_s: Option<f64>,
-    skip_corrupt_blocks: bool,
-) -> PyResult<ScanOptions> {
+fn scan_options(span_margin_s: Option<f64>, skip_corrupt_blocks: bool) -> PyResult<ScanOptions> {
     let seconds = |name: &str, s: f64| {
         std::time::Duration::try_from_secs_f64(s)
             .map_err(|_| PyValueError::new_err(format!("{name}: {s} is not a duration in seconds")))
@@ -167,11 +171,15 @@ fn scan_options(
         skip_corrupt_blocks,
         ..ScanOptions::default()
     };
-    if let Some(s) = time_margin_s {
-        options.time_margin = seconds("time_margin_s", s)?;
-    }
     if let Some(s) = span_margin_s {
         options.span_margin = seconds("span_margin_s", s)?;
     }
     Ok(options)
+}
+
+fn lake_options(writable: bool) -> datafusion_async_events::lake::LakeOptions {
+    datafusion_async_events::lake::LakeOptions {
+        writable,
+        ..Default::default()
+    }
 }

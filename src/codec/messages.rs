@@ -32,14 +32,15 @@ pub(super) struct OptionsProto {
     pub shared_block_budget: u64,
     #[prost(bool, tag = "4")]
     pub declare_time_order: bool,
-    #[prost(uint64, tag = "5")]
-    pub time_margin_ns: u64,
+    // Tag 5 held a wall-clock pruning margin, gone since blocks are pruned in ticks.
     #[prost(uint64, tag = "6")]
     pub span_margin_ns: u64,
     #[prost(int64, optional, tag = "7")]
     pub query_range_begin: Option<i64>,
     #[prost(int64, optional, tag = "8")]
     pub query_range_end: Option<i64>,
+    #[prost(uint64, tag = "9")]
+    pub max_inflated_bytes: u64,
 }
 
 /// `async_events(process_id [, begin, end])` with its options.
@@ -252,10 +253,10 @@ pub(super) fn options_to_proto(o: &ScanOptions) -> OptionsProto {
         max_concurrent_fetches: o.max_concurrent_fetches as u64,
         shared_block_budget: o.shared_block_budget as u64,
         declare_time_order: o.declare_time_order,
-        time_margin_ns: nanos(o.time_margin),
         span_margin_ns: nanos(o.span_margin),
         query_range_begin: o.query_range.begin,
         query_range_end: o.query_range.end,
+        max_inflated_bytes: o.max_inflated_bytes as u64,
     }
 }
 
@@ -267,9 +268,9 @@ pub(super) fn options_from_proto(o: Option<OptionsProto>) -> Result<ScanOptions>
         max_concurrent_fetches: size(o.max_concurrent_fetches, "max_concurrent_fetches")?,
         shared_block_budget: size(o.shared_block_budget, "shared_block_budget")?,
         declare_time_order: o.declare_time_order,
-        time_margin: Duration::from_nanos(o.time_margin_ns),
         span_margin: Duration::from_nanos(o.span_margin_ns),
         query_range: TimeBounds::new(o.query_range_begin, o.query_range_end),
+        max_inflated_bytes: size(o.max_inflated_bytes, "max_inflated_bytes")?,
     })
 }
 

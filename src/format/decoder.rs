@@ -14,7 +14,7 @@ use super::dependencies::{Dependencies, Entry, EntryIndex, IdMap, dangling, read
 use super::error::{FormatError, FormatResult};
 use super::hash::scope_hash;
 use super::layout::{AsyncEventLayout, ObjectKind, ObjectType, ScopeSource, StreamLayout};
-use super::lz4::{decompress_frame, decompress_frame_into};
+use super::lz4::{DEFAULT_INFLATE_LIMIT, decompress_frame_into};
 use super::payload::{BlockPayload, PayloadView};
 use super::row_filter::{RawEvent, RowFilter, admit};
 use super::schema::Column;
@@ -33,12 +33,24 @@ pub struct DecompressedBlock {
 impl DecompressedBlock {
     /// Decompresses a payload; the dependencies only when `with_dependencies`.
     pub fn from_payload(payload: &BlockPayload, with_dependencies: bool) -> FormatResult<Self> {
-        let mut objects = Vec::with_capacity(payload.objects.len() * 4);
-        decompress_frame(&payload.objects, &mut objects, "objects")?;
+        Self::from_payload_limited(payload, with_dependencies, DEFAULT_INFLATE_LIMIT)
+    }
+
+    /// [`from_payload`](Self::from_payload), each buffer inflating to at most `limit` bytes.
+    pub fn from_payload_limited(
+        payload: &BlockPayload,
+        with_dependencies: bool,
+        limit: usize,
+    ) -> FormatResult<Self> {
+        let inflate = |frame: &[u8], buffer| -> FormatResult<Vec<u8>> {
+            let mut out = Vec::new();
+            let n = decompress_frame_into(frame, &mut out, buffer, limit)?;
+            out.truncate(n);
+            Ok(out)
+        };
+        let objects = inflate(&payload.objects, "objects")?;
         let dependencies = if with_dependencies {
-            let mut deps = Vec::with_capacity(payload.dependencies.len() * 4);
-            decompress_frame(&payload.dependencies, &mut deps, "dependencies")?;
-            Some(deps)
+            Some(inflate(&payload.dependencies, "dependencies")?)
         } else {
             None
         };
@@ -50,7 +62,16 @@ impl DecompressedBlock {
 
     /// Decodes the CBOR blob then decompresses it.
     pub fn from_blob(blob: &[u8], with_dependencies: bool) -> FormatResult<Self> {
-        Self::from_payload(&BlockPayload::from_cbor(blob)?, with_dependencies)
+        Self::from_blob_limited(blob, with_dependencies, DEFAULT_INFLATE_LIMIT)
+    }
+
+    /// [`from_blob`](Self::from_blob), each buffer inflating to at most `limit` bytes.
+    pub fn from_blob_limited(
+        blob: &[u8],
+        with_dependencies: bool,
+        limit: usize,
+    ) -> FormatResult<Self> {
+        Self::from_payload_limited(&BlockPayload::from_cbor(blob)?, with_dependencies, limit)
     }
 
     /// Bytes held.
@@ -109,7 +130,7 @@ struct Scope {
 
 /// Decodes blocks into an [`EventBatchBuilder`]. Keeps its tables between blocks to reuse their
 /// allocations; one decoder serves blocks of any stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AsyncEventDecoder {
     dependencies: Dependencies,
     descriptions: IdMap<u64, Scope>,
@@ -119,6 +140,22 @@ pub struct AsyncEventDecoder {
     /// Decompression buffers reused from block to block.
     dependencies_buf: Vec<u8>,
     objects_buf: Vec<u8>,
+    /// Largest inflated size of one buffer of a block.
+    inflate_limit: usize,
+}
+
+impl Default for AsyncEventDecoder {
+    fn default() -> Self {
+        Self {
+            dependencies: Dependencies::default(),
+            descriptions: IdMap::default(),
+            named: IdMap::default(),
+            recent: [None; RECENT],
+            dependencies_buf: Vec::new(),
+            objects_buf: Vec::new(),
+            inflate_limit: DEFAULT_INFLATE_LIMIT,
+        }
+    }
 }
 
 const RECENT: usize = 32;
@@ -135,6 +172,13 @@ impl AsyncEventDecoder {
     /// A decoder with empty tables.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The decoder refusing a block whose buffers inflate beyond `limit` bytes each (see
+    /// [`DEFAULT_INFLATE_LIMIT`]).
+    pub fn with_inflate_limit(mut self, limit: usize) -> Self {
+        self.inflate_limit = limit;
+        self
     }
 
     /// Whether decoding for these columns and this filter needs the dependencies buffer.
@@ -160,12 +204,14 @@ impl AsyncEventDecoder {
         let mut objects = std::mem::take(&mut self.objects_buf);
         let mut deps = std::mem::take(&mut self.dependencies_buf);
         let result = (|| {
-            let n = decompress_frame_into(&payload.objects, &mut objects, "objects")?;
+            let limit = self.inflate_limit;
+            let n = decompress_frame_into(&payload.objects, &mut objects, "objects", limit)?;
             let deps_len = if Self::needs_dependencies(out, filter) {
                 Some(decompress_frame_into(
                     &payload.dependencies,
                     &mut deps,
                     "dependencies",
+                    limit,
                 )?)
             } else {
                 None

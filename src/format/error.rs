@@ -22,6 +22,15 @@ pub enum FormatError {
         /// What the LZ4 reader reported.
         detail: String,
     },
+    /// An LZ4 frame inflates beyond the limit set for one buffer (a decompression bomb, or a
+    /// producer configured far beyond micromegas's defaults): refused before it is allocated.
+    #[error("the {buffer} buffer inflates beyond {limit} bytes (ScanOptions::max_inflated_bytes)")]
+    Inflated {
+        /// `dependencies` or `objects`.
+        buffer: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// The stream's transit metadata does not describe a layout this reader can use.
     #[error("invalid stream metadata: {0}")]
     Metadata(String),

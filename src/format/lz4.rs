@@ -37,23 +37,33 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decompresses one LZ4 frame into `out` (cleared first), reusing its allocation.
+/// The default limit on the inflated size of one buffer of a block: 64 MiB. micromegas producers
+/// flush a thread block when its buffer reaches its configured size (10 MiB by default, 64 KiB
+/// to 1 MiB in most deployments), so a buffer of a real block stays near that size; 64 MiB
+/// leaves six times the default, and refuses a frame that inflates a few MB into gigabytes.
+pub const DEFAULT_INFLATE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Decompresses one LZ4 frame into `out` (cleared first), reusing its allocation, up to
+/// [`DEFAULT_INFLATE_LIMIT`] bytes.
 ///
 /// `buffer` names the buffer (`dependencies` or `objects`) in errors.
 pub fn decompress_frame(frame: &[u8], out: &mut Vec<u8>, buffer: &'static str) -> FormatResult<()> {
-    let result = decompress_frame_into(frame, out, buffer);
+    let result = decompress_frame_into(frame, out, buffer, DEFAULT_INFLATE_LIMIT);
     out.truncate(*result.as_ref().unwrap_or(&0));
     result.map(|_| ())
 }
 
 /// Decompresses one LZ4 frame into the start of `out` and returns its length. Bytes of `out`
 /// past that length are left as they were: a buffer reused from block to block is only
-/// zero-filled when it grows, never again.
+/// zero-filled when it grows, never again. A frame whose content would pass `limit` bytes is
+/// refused before the memory is allocated ([`FormatError::Inflated`]).
 pub(crate) fn decompress_frame_into(
     frame: &[u8],
     out: &mut Vec<u8>,
     buffer: &'static str,
+    limit: usize,
 ) -> FormatResult<usize> {
+    let inflated = || FormatError::Inflated { buffer, limit };
     let err = |detail: String| FormatError::Lz4 { buffer, detail };
     let mut r = Cursor {
         data: frame,
@@ -92,6 +102,9 @@ pub(crate) fn decompress_frame_into(
     } else {
         None
     };
+    if content_size.is_some_and(|n| n > limit as u64) {
+        return Err(inflated());
+    }
     let descriptor_end = r.pos;
     let header_checksum = r.u8().ok_or_else(|| truncated("header checksum", r.pos))?;
     let expected = (xxh32(&frame[4..descriptor_end], 0) >> 8) as u8;
@@ -119,7 +132,12 @@ pub(crate) fn decompress_frame_into(
                 return Err(err(format!("checksum mismatch in the block at byte {at}")));
             }
         }
-        let room = if stored { data.len() } else { max_block };
+        let full = if stored { data.len() } else { max_block };
+        // No more room than the limit leaves: a block that needs more is refused below.
+        let room = full.min(limit.saturating_sub(len));
+        if room < full && (stored || room == 0) {
+            return Err(inflated());
+        }
         if out.len() < len + room {
             out.resize(len + room, 0);
         }
@@ -137,6 +155,8 @@ pub(crate) fn decompress_frame_into(
         };
         match lz4_flex::block::decompress_into_with_dict(data, dst, dict) {
             Ok(n) => len += n,
+            // Cut short by the limit, not damaged (the checksums held).
+            Err(_) if room < full => return Err(inflated()),
             Err(e) => return Err(err(format!("block at byte {at}: {e}"))),
         }
     }
@@ -196,6 +216,39 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_inflating_beyond_the_limit_is_refused_before_allocation() {
+        // 5 MiB of zeros compress to a few KiB: a small bomb.
+        let frame = compress_frame(&vec![0u8; 5 * 1024 * 1024]);
+        assert!(frame.len() < 64 * 1024);
+        let limit = 1024 * 1024 + 17;
+        let mut out = Vec::new();
+        let e = decompress_frame_into(&frame, &mut out, "objects", limit).unwrap_err();
+        assert!(
+            matches!(e, FormatError::Inflated { buffer: "objects", limit: l } if l == limit),
+            "{e}"
+        );
+        assert!(out.len() <= limit, "{} bytes allocated", out.len());
+        assert!(e.is_corrupt_data(), "skippable like damage");
+        // At the limit exactly, it is read.
+        let frame = compress_frame(&vec![7u8; limit]);
+        assert_eq!(
+            decompress_frame_into(&frame, &mut out, "objects", limit).unwrap(),
+            limit
+        );
+        // A declared content size beyond the limit is refused at once.
+        let mut declared = MAGIC.to_le_bytes().to_vec();
+        let descriptor = [0x40 | 0x20 | 0x08, 0x40]; // version 1, independent, content size
+        declared.extend(descriptor);
+        declared.extend((1u64 << 40).to_le_bytes());
+        declared.push((xxh32(&declared[4..], 0) >> 8) as u8);
+        declared.extend(0u32.to_le_bytes());
+        assert!(matches!(
+            decompress_frame_into(&declared, &mut out, "objects", limit),
+            Err(FormatError::Inflated { .. })
+        ));
+    }
+
+    #[test]
     fn truncation_at_any_byte_is_an_error() {
         let frame = compress_frame(&sample(70_000));
         let mut out = Vec::new();
@@ -216,7 +269,13 @@ mod tests {
         decompress_frame(&compress_frame(&big), &mut out, "objects").unwrap();
         decompress_frame(&compress_frame(&small), &mut out, "objects").unwrap();
         assert_eq!(out, small);
-        let n = decompress_frame_into(&compress_frame(&big), &mut out, "objects").unwrap();
+        let n = decompress_frame_into(
+            &compress_frame(&big),
+            &mut out,
+            "objects",
+            DEFAULT_INFLATE_LIMIT,
+        )
+        .unwrap();
         assert_eq!(&out[..n], big.as_slice());
     }
 

@@ -24,7 +24,7 @@ pub use decoder::{AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock}
 pub use error::{FormatError, FormatResult};
 pub use hash::scope_hash;
 pub use layout::{EventType, StreamLayout};
-pub use lz4::decompress_frame;
+pub use lz4::{DEFAULT_INFLATE_LIMIT, decompress_frame};
 pub use metadata::{Member, UserDefinedType, encode_udt_list, parse_udt_list};
 pub use payload::{BlockPayload, PayloadView, compress_frame};
 pub use row_filter::RowFilter;

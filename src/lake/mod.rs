@@ -3,7 +3,12 @@
 //! - A real micromegas lake: PostgreSQL (every schema a published release writes) and an object
 //!   store (`file://`, `s3://`, `gs://`, `az://`), configured like micromegas's own services with
 //!   `MICROMEGAS_SQL_CONNECTION_STRING` and `MICROMEGAS_OBJECT_STORE_URI`.
-//! - The embedded lake: SQLite and a local folder, created on first use, no server needed.
+//! - The embedded lake: SQLite and a local folder, no server needed.
+//!
+//! Opening a lake never changes it: a lake is opened read-only (SQLite in `mode=ro`, no table
+//! created anywhere) unless [`LakeOptions::writable`] asks for writes, as the recorder does;
+//! only then is a missing embedded lake, or the telemetry tables of an empty PostgreSQL
+//! database, created.
 //!
 //! This module knows nothing of SQL expressions or DataFusion: it finds processes, streams and
 //! blocks, fetches blobs, and writes all three (for the recorder).
@@ -22,7 +27,8 @@ pub use listing::{
 pub use location::{LakeLocation, LakeRegistry};
 pub use postgres::PgSchema;
 pub use records::{
-    BlockRecord, LatestTiming, ProcessRecord, ProcessSummary, StreamRecord, TimeRange, blob_key,
+    BlockRecord, BlockWindow, LatestTiming, ProcessRecord, ProcessSummary, StreamRecord, TimeRange,
+    blob_key,
 };
 
 use crate::error::{Error, Result};
@@ -65,6 +71,19 @@ pub struct LakeOptions {
     pub max_connections: u32,
     /// Blocks whose blob is missing.
     pub missing_blobs: MissingBlobPolicy,
+    /// Open for recording: create the embedded lake or PostgreSQL's telemetry tables when
+    /// missing, and allow the `insert_*` calls. Off by default: a reader never changes a lake.
+    pub writable: bool,
+}
+
+impl LakeOptions {
+    /// The default options, writable (what the recorder uses).
+    pub fn writable() -> Self {
+        Self {
+            writable: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for LakeOptions {
@@ -73,6 +92,7 @@ impl Default for LakeOptions {
             connect_timeout: Duration::from_secs(10),
             max_connections: 8,
             missing_blobs: MissingBlobPolicy::Fail,
+            writable: false,
         }
     }
 }
@@ -135,8 +155,9 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 impl Lake {
-    /// Opens the lake of `MICROMEGAS_SQL_CONNECTION_STRING` and `MICROMEGAS_OBJECT_STORE_URI`,
-    /// or, when neither is set, the embedded lake in `./lake`.
+    /// Opens, read-only, the lake of `MICROMEGAS_SQL_CONNECTION_STRING` and
+    /// `MICROMEGAS_OBJECT_STORE_URI`, or, when neither is set, the embedded lake in `./lake`
+    /// (an error saying how to point at a lake when there is none).
     pub async fn from_env() -> Result<Self> {
         Self::from_env_with(LakeOptions::default()).await
     }
@@ -161,8 +182,8 @@ impl Lake {
         }
     }
 
-    /// Opens a lake from its metadata database URL (`postgres://…` or `sqlite:…`) and its
-    /// object store URL.
+    /// Opens, read-only, a lake from its metadata database URL (`postgres://…` or `sqlite:…`)
+    /// and its object store URL.
     pub async fn open(db_url: &str, store_url: &str) -> Result<Self> {
         Self::open_with(db_url, store_url, LakeOptions::default()).await
     }
@@ -183,21 +204,34 @@ impl Lake {
         Ok(Self::from_parts(meta, blobs, options))
     }
 
-    /// Opens (creating it if needed) the embedded lake in a folder: a SQLite database
-    /// (`telemetry.db`) and the blobs under `blobs/`.
+    /// Opens, read-only, the embedded lake in a folder: a SQLite database (`telemetry.db`) and
+    /// the blobs under `blobs/`.
     pub async fn embedded(dir: impl AsRef<Path>) -> Result<Self> {
         Self::embedded_with(dir, LakeOptions::default()).await
     }
 
-    /// [`embedded`](Self::embedded) with explicit options.
+    /// Opens the embedded lake in a folder for recording, creating it if needed.
+    pub async fn create_embedded(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::embedded_with(dir, LakeOptions::writable()).await
+    }
+
+    /// [`embedded`](Self::embedded) with explicit options: the lake is created if missing
+    /// only when they are [`writable`](LakeOptions::writable).
     pub async fn embedded_with(dir: impl AsRef<Path>, options: LakeOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Config(format!(
-                "cannot create the lake folder {}: {e}",
+        if options.writable {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Config(format!(
+                    "cannot create the lake folder {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        } else if !dir.join(EMBEDDED_DB_FILE).is_file() {
+            return Err(Error::NoLake(format!(
+                "in {} (no {EMBEDDED_DB_FILE})",
                 dir.display()
-            ))
-        })?;
+            )));
+        }
         let dir: PathBuf = dir.canonicalize().map_err(|e| {
             Error::Config(format!(
                 "cannot resolve the lake folder {}: {e}",
@@ -294,12 +328,13 @@ impl Lake {
         &self,
         process_id: Uuid,
         streams: &[Uuid],
-        range: TimeRange,
+        window: impl Into<BlockWindow>,
     ) -> Result<Vec<BlockRecord>> {
         if streams.is_empty() {
             return Ok(Vec::new());
         }
-        meta!(self, m => m.blocks(process_id, streams, range).await)
+        let window = window.into();
+        meta!(self, m => m.blocks(process_id, streams, window).await)
     }
 
     /// How many blocks the process's `cpu` streams hold.
@@ -371,6 +406,7 @@ impl Lake {
     /// Inserts a process row (kept as is if it exists). Properties whose name starts with
     /// `micromegas.` are dropped, as micromegas's ingestion does.
     pub async fn insert_process(&self, process: &ProcessRecord) -> Result<()> {
+        self.check_writable()?;
         let mut process = process.clone();
         process
             .properties
@@ -380,16 +416,30 @@ impl Lake {
 
     /// Inserts a stream row (kept as is if it exists).
     pub async fn insert_stream(&self, stream: &StreamRecord) -> Result<()> {
+        self.check_writable()?;
         meta!(self, m => m.insert_stream(stream).await)
     }
 
     /// Stores a block: its blob first, then its row, so that a reader never sees a row without
     /// its blob. Both writes keep what exists.
     pub async fn insert_block(&self, block: &BlockRecord, payload: Bytes) -> Result<()> {
+        self.check_writable()?;
         let key = blob_key(block.process_id, block.stream_id, block.block_id);
         let mut block = block.clone();
         block.payload_size = payload.len() as i64;
         self.inner.blobs.put_new(&key, payload).await?;
         meta!(self, m => m.insert_block(&block).await)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.options.writable {
+            Ok(())
+        } else {
+            Err(Error::ReadOnly(format!(
+                "{} ({})",
+                self.database_url(),
+                self.store_url()
+            )))
+        }
     }
 }

@@ -113,6 +113,62 @@ impl TimeRange {
     }
 }
 
+/// Which blocks a listing returns: those whose bounds meet a window, on the wall clock
+/// (`begin_time`/`end_time`) or on the process's tick counter (`begin_ticks`/`end_ticks`,
+/// relative to the process start), both inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockWindow {
+    /// Wall-clock bounds.
+    Time(TimeRange),
+    /// Tick bounds, relative to the process start; an absent bound is open.
+    Ticks {
+        /// Earliest tick, inclusive.
+        begin: Option<i64>,
+        /// Latest tick, inclusive.
+        end: Option<i64>,
+    },
+}
+
+impl From<TimeRange> for BlockWindow {
+    fn from(range: TimeRange) -> Self {
+        Self::Time(range)
+    }
+}
+
+impl BlockWindow {
+    /// The columns compared and the bound values, as SQL parameters: `(column, value)` for the
+    /// upper bound (`begin_* <= value`) then the lower one (`end_* >= value`).
+    pub(crate) fn conditions(&self) -> Vec<(&'static str, &'static str, BoundValue)> {
+        let mut out = Vec::new();
+        match *self {
+            Self::Time(range) => {
+                if let Some(end) = range.end {
+                    out.push(("begin_time", "<=", BoundValue::Time(end)));
+                }
+                if let Some(begin) = range.begin {
+                    out.push(("end_time", ">=", BoundValue::Time(begin)));
+                }
+            }
+            Self::Ticks { begin, end } => {
+                if let Some(end) = end {
+                    out.push(("begin_ticks", "<=", BoundValue::Ticks(end)));
+                }
+                if let Some(begin) = begin {
+                    out.push(("end_ticks", ">=", BoundValue::Ticks(begin)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A bound of a [`BlockWindow`], bound to a query.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BoundValue {
+    Time(DateTime<Utc>),
+    Ticks(i64),
+}
+
 /// The end of a process's most recent block, over all its streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LatestTiming {

@@ -1,10 +1,14 @@
-//! The embedded lake's metadata: the same three tables in SQLite, created on first use.
+//! The embedded lake's metadata: the same three tables in SQLite, created by a writable open
+//! (a reading open is `mode=ro` and changes nothing, not even the journal mode).
 //!
 //! Types are adapted: ids are lower-case hyphenated TEXT, times are INTEGER nanoseconds since
 //! the Unix epoch (UTC), tags and properties are JSON text. Blocks get composite indexes on
-//! `(stream_id, begin_time)` and `(stream_id, end_time)` for time-window listing per stream.
+//! `(stream_id, begin_ticks)` and `(stream_id, end_ticks)` for the tick windows scans list, and
+//! on the same bounds in time for the metadata tables.
 
-use super::records::{BlockRecord, ProcessRecord, ProcessSummary, StreamRecord, TimeRange};
+use super::records::{
+    BlockRecord, BlockWindow, BoundValue, ProcessRecord, ProcessSummary, StreamRecord,
+};
 use super::{LakeOptions, column_err, db_err};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -36,6 +40,8 @@ CREATE TABLE IF NOT EXISTS blocks(
     payload_size INTEGER NOT NULL, insert_time INTEGER);
 CREATE INDEX IF NOT EXISTS block_stream_begin ON blocks(stream_id, begin_time);
 CREATE INDEX IF NOT EXISTS block_stream_end ON blocks(stream_id, end_time);
+CREATE INDEX IF NOT EXISTS block_stream_begin_ticks ON blocks(stream_id, begin_ticks);
+CREATE INDEX IF NOT EXISTS block_stream_end_ticks ON blocks(stream_id, end_ticks);
 ";
 
 #[derive(Debug, Clone)]
@@ -96,14 +102,20 @@ const CPU_STREAM: &str = "EXISTS (SELECT 1 FROM json_each(s.tags) WHERE json_eac
     AND s.format = 'micromegas-transit'";
 
 impl SqliteMeta {
-    /// Opens (creating if needed) the database at `url` (`sqlite:` URL).
+    /// Opens the database at `url` (`sqlite:` URL): read-only, or, when `options.writable`,
+    /// creating it and its tables if needed.
     pub async fn connect(url: &str, options: &LakeOptions) -> Result<Self> {
         let connect_options = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("SQLite URL {url}: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
+        let connect_options = if options.writable {
+            connect_options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+        } else {
+            connect_options.read_only(true)
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout.max(Duration::from_secs(30)))
@@ -113,10 +125,24 @@ impl SqliteMeta {
                 url: url.to_owned(),
                 detail: e.to_string(),
             })?;
-        sqlx::raw_sql(CREATE)
-            .execute(&pool)
+        if options.writable {
+            sqlx::raw_sql(CREATE)
+                .execute(&pool)
+                .await
+                .map_err(db_err("creating the telemetry tables"))?;
+        } else {
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('processes', 'streams', 'blocks')",
+            )
+            .fetch_one(&pool)
             .await
-            .map_err(db_err("creating the telemetry tables"))?;
+            .map_err(db_err("looking for the telemetry tables"))?;
+            if tables < 3 {
+                return Err(Error::NoLake(format!(
+                    "in {url} (no processes, streams and blocks tables)"
+                )));
+            }
+        }
         Ok(Self {
             pool,
             url: url.to_owned(),
@@ -232,7 +258,7 @@ impl SqliteMeta {
         &self,
         process_id: Uuid,
         streams: &[Uuid],
-        range: TimeRange,
+        window: BlockWindow,
     ) -> Result<Vec<BlockRecord>> {
         let mut sql = String::from(
             "SELECT b.block_id, b.stream_id, b.process_id, b.begin_time, b.begin_ticks, b.end_time,
@@ -240,21 +266,19 @@ impl SqliteMeta {
              FROM streams s JOIN blocks b ON b.stream_id = s.stream_id
              WHERE s.process_id = ? AND b.stream_id IN (SELECT value FROM json_each(?))",
         );
-        if range.end.is_some() {
-            sql.push_str(" AND b.begin_time <= ?");
-        }
-        if range.begin.is_some() {
-            sql.push_str(" AND b.end_time >= ?");
+        let conditions = window.conditions();
+        for (column, op, _) in &conditions {
+            sql.push_str(&format!(" AND b.{column} {op} ?"));
         }
         sql.push_str(" ORDER BY b.stream_id, b.begin_ticks, b.object_offset");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(process_id.to_string())
             .bind(json_ids(streams));
-        if let Some(end) = range.end {
-            query = query.bind(ns(end));
-        }
-        if let Some(begin) = range.begin {
-            query = query.bind(ns(begin));
+        for (_, _, value) in conditions {
+            query = match value {
+                BoundValue::Time(t) => query.bind(ns(t)),
+                BoundValue::Ticks(t) => query.bind(t),
+            };
         }
         let rows = query.fetch_all(&self.pool).await.map_err(db_err(format!(
             "listing the blocks of process {process_id}"

@@ -109,7 +109,7 @@ pub(crate) async fn fetch(
             return Ok(None);
         };
         let _timer = metrics.decode_time.timer();
-        DecompressedBlock::from_blob(&blob, true)
+        DecompressedBlock::from_blob_limited(&blob, true, state.options.max_inflated_bytes)
             .map(|d| Some(Arc::new(d)))
             .map_err(|e| block_error(&state, &block, e))
     };

@@ -1,5 +1,6 @@
 //! [`ScanOptions`]: how scans read blocks.
 
+use crate::format::DEFAULT_INFLATE_LIMIT;
 use crate::time_bounds::TimeBounds;
 use std::time::Duration;
 
@@ -17,12 +18,6 @@ pub struct ScanOptions {
     /// order is checked while reading: a stream whose events go back in time fails the query
     /// with an error naming the block; turn this off to read such a lake.
     pub declare_time_order: bool,
-    /// Margin added around the time range when blocks are listed by their wall-clock bounds
-    /// (event times come from ticks): blocks are then pruned exactly by their tick bounds. It
-    /// assumes that the process's wall clock and its tick clock drift apart by less than the
-    /// margin (see the scan planning notes); widen it for a lake whose
-    /// clocks jumped (an NTP step, a suspended machine).
-    pub time_margin: Duration,
     /// How far before and after a time range `async_spans` reads events to find the other
     /// event of the spans crossing the range's edges (see [`AsyncSpansTable`]). Spans longer
     /// than this that cross an edge come with a NULL `begin` or `end`.
@@ -31,6 +26,11 @@ pub struct ScanOptions {
     /// filters and the table function's bounds: the Flight SQL server sets it from a request's
     /// `query_range_begin`/`query_range_end` headers. [`TimeBounds::ALL`]: unbounded.
     pub query_range: TimeBounds,
+    /// Largest size one buffer of a block may inflate to (LZ4): a block beyond it is refused
+    /// before the memory is allocated, with an error naming it (or skipped and counted with
+    /// `skip_corrupt_blocks`). The default, [`DEFAULT_INFLATE_LIMIT`] (64 MiB), is six times
+    /// the largest buffer micromegas producers write by default (10 MiB).
+    pub max_inflated_bytes: usize,
 }
 
 impl Default for ScanOptions {
@@ -40,9 +40,9 @@ impl Default for ScanOptions {
             max_concurrent_fetches: 8,
             shared_block_budget: 512 * 1024 * 1024,
             declare_time_order: true,
-            time_margin: Duration::from_secs(5),
             span_margin: Duration::from_secs(30),
             query_range: TimeBounds::ALL,
+            max_inflated_bytes: DEFAULT_INFLATE_LIMIT,
         }
     }
 }

@@ -71,13 +71,15 @@ pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream
         blocks.make_contiguous().reverse();
     }
     let pruning = TimePruning::new(args.pushed.clone(), schema.clone());
+    let decoder =
+        AsyncEventDecoder::new().with_inflate_limit(args.state.options.max_inflated_bytes);
     let reader = Reader {
         builder: EventBatchBuilder::new(args.state.projection.columns),
         pruning,
         args,
         blocks,
         pending: FuturesOrdered::new(),
-        decoder: AsyncEventDecoder::new(),
+        decoder,
         ready: VecDeque::new(),
         emitted: 0,
         last_time: None,

@@ -138,7 +138,6 @@ impl TableProvider for AsyncEventsTable {
             &self.lake,
             self.process_id,
             &predicate,
-            &self.options,
             &self.caches.layouts,
             state.config().target_partitions(),
         )

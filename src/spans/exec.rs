@@ -5,7 +5,7 @@
 //! [`Pairer`](super::pairing::Pairer); its output is one partition.
 
 use super::merge::BatchMerge;
-use super::pairing::{Pairer, PairingMetrics};
+use super::pairing::{Pairer, PairingMetrics, PairingOutput};
 use super::range::PairingRange;
 use super::{SpanColumn, async_spans_schema};
 
@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::{
     Distribution, EquivalenceProperties, LexOrdering, OrderingRequirements,
@@ -202,12 +203,16 @@ impl ExecutionPlan for AsyncSpansExec {
         let metrics = PairingMetrics::new(&self.metrics);
         let pairer = Pairer::new(
             &self.input.schema(),
-            self.schema.clone(),
-            self.projection.clone(),
+            PairingOutput {
+                schema: self.schema.clone(),
+                projection: self.projection.clone(),
+                fetch: self.fetch,
+                batch_size: context.session_config().batch_size(),
+            },
             self.range,
-            self.fetch,
-            context.session_config().batch_size(),
             metrics,
+            MemoryConsumer::new(format!("AsyncSpansExec[{partition}]"))
+                .register(context.memory_pool()),
         )?;
         // (input, pairer, input exhausted or failed)
         let state = (input, pairer, false);

@@ -204,6 +204,15 @@ pub(crate) struct Strings {
 }
 
 impl Strings {
+    /// Bytes held: each string twice (the lookup key and the value), and the array.
+    pub fn bytes(&self) -> usize {
+        let text: usize = self.values.iter().map(|v| v.len()).sum();
+        2 * text
+            + self.values.capacity() * std::mem::size_of::<Box<str>>()
+            + self.ids.capacity() * (std::mem::size_of::<(Box<str>, i32)>() + 8)
+            + self.array.as_ref().map_or(0, |a| a.get_array_memory_size())
+    }
+
     pub fn intern(&mut self, s: &str) -> Result<i32> {
         if let Some(&id) = self.ids.get(s) {
             return Ok(id);

@@ -18,32 +18,23 @@ use crate::format::Column;
 use datafusion::arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef, TimestampNanosecondType, UInt32Type};
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder};
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 
-/// Hashes span ids (integers from a counter) with one multiplication: the pairing maps see
-/// every event, and SipHash's resistance to chosen keys buys nothing here.
-#[derive(Debug, Default, Clone, Copy)]
-struct SpanIdHasher(u64);
+/// The pairing maps, by span id. foldhash mixes every bit of the key, with a seed of its own per
+/// map: span ids come from the recorded process (a counter, or anything a producer writes), and
+/// a hasher that kept only some of their bits would turn ids sharing those bits (`k << 32`) into
+/// one bucket chain, quadratic pairing (`benches/pairing.rs` measures it).
+type SpanMap<V> = HashMap<i64, V, foldhash::fast::RandomState>;
 
-impl Hasher for SpanIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_i64(&mut self, v: i64) {
-        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type SpanMap<V> = HashMap<i64, V, BuildHasherDefault<SpanIdHasher>>;
+/// Bytes an entry of the open-span map holds (key, value and the table's slot overhead), for
+/// the memory reservation.
+const OPEN_ENTRY_BYTES: usize =
+    std::mem::size_of::<(i64, (SpanInfo, Half))>() + std::mem::size_of::<u64>();
+/// Bytes an end waiting for its begin holds, but its properties' text.
+const ORPHAN_ENTRY_BYTES: usize =
+    std::mem::size_of::<(i64, OrphanEnd)>() + std::mem::size_of::<u64>();
 
 /// An end whose begin has not been seen.
 #[derive(Debug, Clone)]
@@ -51,6 +42,15 @@ struct OrphanEnd {
     info: SpanInfo,
     end: Half,
     properties: Vec<(String, String)>,
+}
+
+impl OrphanEnd {
+    /// Bytes of its properties' text.
+    fn text_bytes(&self) -> usize {
+        (self.properties.iter())
+            .map(|(k, v)| k.capacity() + v.capacity() + std::mem::size_of::<(String, String)>())
+            .sum()
+    }
 }
 
 /// The input columns the pairer reads, by index.
@@ -101,6 +101,7 @@ pub(crate) struct PairingMetrics {
     spans_out: Count,
     spans_unfinished: Count,
     spans_begin_unknown: Count,
+    span_ids_repeated: Count,
     spans_open_peak: Gauge,
 }
 
@@ -112,6 +113,7 @@ impl PairingMetrics {
             spans_out: counter("spans_out"),
             spans_unfinished: counter("spans_unfinished"),
             spans_begin_unknown: counter("spans_begin_unknown"),
+            span_ids_repeated: counter("span_ids_repeated"),
             spans_open_peak: MetricBuilder::new(set).gauge("spans_open_peak", 0),
         }
     }
@@ -129,6 +131,10 @@ pub(crate) struct Pairer {
     open: SpanMap<(SpanInfo, Half)>,
     open_peak: usize,
     orphans: SpanMap<OrphanEnd>,
+    /// Bytes of properties text the waiting ends hold.
+    orphan_text: usize,
+    /// What the open spans and waiting ends hold, in the query's memory pool.
+    reservation: MemoryReservation,
     /// The output batch being built, one builder per output column.
     builders: Vec<ColumnBuilder>,
     /// Rows in the builders.
@@ -148,16 +154,28 @@ fn u32_ids(batch: &RecordBatch, index: Option<usize>) -> Option<&[u32]> {
     })
 }
 
+/// What a [`Pairer`] outputs: the columns, their schema, the row limit and the batch size.
+pub struct PairingOutput {
+    pub schema: SchemaRef,
+    pub projection: Vec<SpanColumn>,
+    pub fetch: Option<usize>,
+    pub batch_size: usize,
+}
+
 impl Pairer {
     pub fn new(
         input: &SchemaRef,
-        schema: SchemaRef,
-        projection: Vec<SpanColumn>,
+        output: PairingOutput,
         range: PairingRange,
-        fetch: Option<usize>,
-        batch_size: usize,
         metrics: PairingMetrics,
+        reservation: MemoryReservation,
     ) -> Result<Self> {
+        let PairingOutput {
+            schema,
+            projection,
+            fetch,
+            batch_size,
+        } = output;
         let batch_size = batch_size.max(1);
         Ok(Self {
             columns: InputColumns::of(input)?,
@@ -170,6 +188,8 @@ impl Pairer {
             open: SpanMap::default(),
             open_peak: 0,
             orphans: SpanMap::default(),
+            orphan_text: 0,
+            reservation,
             builders: projection
                 .iter()
                 .map(|&c| ColumnBuilder::new(c, batch_size))
@@ -248,10 +268,16 @@ impl Pairer {
             if event_type.id(row) == begin_id {
                 if let Some(orphan) = self.orphans.remove(&id) {
                     // Its end was read first (from another stream): pair them now.
+                    self.orphan_text -= orphan.text_bytes();
                     let span = Self::closed(id, info, half, orphan.end);
                     self.close(&span, Properties::Owned(&orphan.properties))?;
+                } else if let Some((info, begin)) = self.open.insert(id, (info, half)) {
+                    // A second begin of an open span: the id was reused (or the data is
+                    // damaged). The first is kept as a row of its own, its end unknown, and
+                    // counted: never overwritten.
+                    self.metrics.span_ids_repeated.add(1);
+                    self.emit_unpaired(id, info, Some(begin), None, None, Properties::Null)?;
                 } else {
-                    self.open.insert(id, (info, half));
                     self.open_peak = self.open_peak.max(self.open.len());
                 }
                 continue;
@@ -273,18 +299,73 @@ impl Pairer {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    self.orphans.insert(
-                        id,
-                        OrphanEnd {
-                            info,
-                            end: half,
-                            properties,
-                        },
-                    );
+                    let orphan = OrphanEnd {
+                        info,
+                        end: half,
+                        properties,
+                    };
+                    self.orphan_text += orphan.text_bytes();
+                    if let Some(first) = self.orphans.insert(id, orphan) {
+                        // A second end with no begin between: counted, and the first kept as a
+                        // row of its own (its begin unknown).
+                        self.orphan_text -= first.text_bytes();
+                        self.metrics.span_ids_repeated.add(1);
+                        self.emit_unpaired(
+                            id,
+                            first.info,
+                            None,
+                            Some(first.end),
+                            Some(true),
+                            Properties::Owned(&first.properties),
+                        )?;
+                    }
                 }
             }
         }
         self.metrics.spans_open_peak.set_max(self.open_peak);
+        self.reserve()
+    }
+
+    /// Grows (or shrinks) the reservation to what the maps hold; fails the query, naming what
+    /// ran out, when the pool cannot give it.
+    fn reserve(&mut self) -> Result<()> {
+        let bytes = self.open.capacity() * OPEN_ENTRY_BYTES
+            + self.orphans.capacity() * ORPHAN_ENTRY_BYTES
+            + self.orphan_text
+            + self.strings.bytes();
+        self.reservation.try_resize(bytes).map_err(|e| {
+            DataFusionError::ResourcesExhausted(format!(
+                "async_spans: {} spans open at once and {} ends waiting for their begin need \
+                 {bytes} bytes: {e}",
+                self.open.len(),
+                self.orphans.len()
+            ))
+        })
+    }
+
+    /// A row for an event whose partner is missing (a repeated id).
+    fn emit_unpaired(
+        &mut self,
+        span_id: i64,
+        info: SpanInfo,
+        begin: Option<Half>,
+        end: Option<Half>,
+        finished: Option<bool>,
+        properties: Properties,
+    ) -> Result<()> {
+        let span = Span {
+            span_id,
+            info,
+            begin,
+            end,
+            finished,
+        };
+        if self
+            .range
+            .overlaps(span.begin.map(|h| h.time), span.end.map(|h| h.time))
+        {
+            self.emit(&span, properties)?;
+        }
         Ok(())
     }
 
@@ -354,6 +435,10 @@ impl Pairer {
                 self.emit(&span, Properties::Owned(&orphan.properties))?;
             }
         }
+        self.orphan_text = 0;
+        self.open.shrink_to_fit();
+        self.orphans.shrink_to_fit();
+        self.reserve()?;
         if self.rows > 0 {
             let batch = self.build()?;
             self.ready.push_back(batch);
@@ -390,6 +475,7 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, StringDictionaryBuilder, TimestampNanosecondArray};
     use datafusion::arrow::datatypes::Int32Type;
     use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::execution::memory_pool::{MemoryConsumer, UnboundedMemoryPool};
     use std::sync::Arc;
 
     /// The events columns of the test batches.
@@ -438,6 +524,11 @@ mod tests {
 
     /// The spans paired from these batches, read in this order, as sorted text rows.
     fn pair(batches: &[RecordBatch], range: PairingRange) -> Vec<String> {
+        pair_counted(batches, range).0
+    }
+
+    /// The rows, and the repeated span ids counted.
+    fn pair_counted(batches: &[RecordBatch], range: PairingRange) -> (Vec<String>, usize) {
         // The columns the input of the test has (no scope columns).
         let projection: Vec<SpanColumn> = SpanColumn::ALL
             .into_iter()
@@ -450,15 +541,19 @@ mod tests {
                 .map(|&c| full.field(c as usize).clone())
                 .collect::<Vec<_>>(),
         ));
-        let metrics = PairingMetrics::new(&ExecutionPlanMetricsSet::new());
+        let set = ExecutionPlanMetricsSet::new();
+        let metrics = PairingMetrics::new(&set);
         let mut pairer = Pairer::new(
             &batches[0].schema(),
-            schema,
-            projection,
+            PairingOutput {
+                schema,
+                projection,
+                fetch: None,
+                batch_size: 2,
+            },
             range,
-            None,
-            2,
             metrics,
+            MemoryConsumer::new("test").register(&(Arc::new(UnboundedMemoryPool::default()) as _)),
         )
         .unwrap();
         for b in batches {
@@ -479,7 +574,40 @@ mod tests {
             })
             .collect();
         rows.sort();
-        rows
+        let repeated = set
+            .clone_inner()
+            .sum_by_name("span_ids_repeated")
+            .map_or(0, |v| v.as_usize());
+        (rows, repeated)
+    }
+
+    #[test]
+    fn a_repeated_span_id_is_counted_and_nothing_is_overwritten() {
+        let indices: Vec<usize> = INPUT.iter().map(|&c| c as usize).collect();
+        let input = ScanProjection::new(Some(&indices)).unwrap().schema;
+        let events: &[Event] = &[
+            ("a", 10, "begin", 1, &[]),
+            ("a", 20, "begin", 1, &[]), // the same id again
+            ("a", 30, "end", 1, &[]),
+            ("a", 40, "end", 9, &[("k", "a")]), // no begin
+            ("a", 50, "end", 9, &[("k", "b")]), // no begin again
+        ];
+        let whole = PairingRange {
+            overlap: TimeBounds::ALL,
+            reads_to_end: true,
+        };
+        let (rows, repeated) = pair_counted(&[batch(&input, events)], whole);
+        assert_eq!(repeated, 2);
+        assert_eq!(rows.len(), 4, "every event is in a row: {rows:#?}");
+        // The first begin of 1 keeps its own row, its end unknown; the second pairs.
+        assert_eq!(
+            rows.iter().filter(|r| r.starts_with("1|")).count(),
+            2,
+            "{rows:#?}"
+        );
+        assert!(
+            rows.iter().any(|r| r.contains("{k: a}")) && rows.iter().any(|r| r.contains("{k: b}"))
+        );
     }
 
     #[test]

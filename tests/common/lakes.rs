@@ -54,7 +54,12 @@ pub async fn open(backend: Backend) -> TestLake {
     open_with(backend, LakeOptions::default()).await
 }
 
+/// A new lake of `backend`, opened writable (whatever `options` say) so that tests can store.
 pub async fn open_with(backend: Backend, options: LakeOptions) -> TestLake {
+    let options = LakeOptions {
+        writable: true,
+        ..options
+    };
     let dir = tempfile::tempdir().unwrap();
     let store = url::Url::from_directory_path(dir.path())
         .unwrap()

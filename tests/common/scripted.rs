@@ -510,13 +510,18 @@ pub fn out_of_order() -> Recording {
 /// A process whose `scripted::top` spans last exactly `durations` (ns), one after the other in
 /// one block: durations a test can state exactly, whatever the machine's load.
 pub fn latencies(durations: &[i64]) -> Recording {
+    let spans: Vec<(u64, i64)> = (1..).zip(durations.iter().copied()).collect();
+    spans_with_ids(&spans)
+}
+
+/// Like [`latencies`], each span with the id given (ids may repeat).
+pub fn spans_with_ids(spans: &[(u64, i64)]) -> Recording {
     let pid = Uuid::new_v4();
     let info = process_info(pid);
     let t = |d: i64| info.start_ticks + d;
     let mut stream = ThreadStream::new(1024 * 1024, pid, &["cpu".to_string()], HashMap::new());
     let mut at = 1_000;
-    for (i, &duration) in durations.iter().enumerate() {
-        let span_id = i as u64 + 1;
+    for &(span_id, duration) in spans {
         stream.get_events_mut().push(BeginAsyncSpanEvent {
             span_desc: &TOP,
             span_id,
@@ -539,4 +544,102 @@ pub fn latencies(durations: &[i64]) -> Recording {
         streams: vec![thread_stream(pid, stream.stream_id(), &HashMap::new())],
         blocks: vec![block],
     }
+}
+
+/// `ids.len()` spans all open at once: every begin (1 ns apart), then every end, one block. The
+/// pairing's open-span map holds them all, so how their ids hash shows.
+pub fn all_open(ids: &[u64]) -> Recording {
+    let pid = Uuid::new_v4();
+    let info = process_info(pid);
+    let t = |d: i64| info.start_ticks + d;
+    let mut stream = ThreadStream::new(1024 * 1024, pid, &["cpu".to_string()], HashMap::new());
+    let n = ids.len() as i64;
+    for (i, &span_id) in ids.iter().enumerate() {
+        stream.get_events_mut().push(BeginAsyncSpanEvent {
+            span_desc: &TOP,
+            span_id,
+            parent_span_id: 0,
+            depth: 0,
+            time: t(1 + i as i64),
+        });
+    }
+    for (i, &span_id) in ids.iter().enumerate() {
+        stream.get_events_mut().push(EndAsyncSpanEvent {
+            span_desc: &TOP,
+            span_id,
+            parent_span_id: 0,
+            depth: 0,
+            time: t(1 + n + i as i64),
+        });
+    }
+    let block = close(&mut stream, &info, 0, 2 * n + 2);
+    Recording {
+        process: RawProcess::from(&info),
+        streams: vec![thread_stream(pid, stream.stream_id(), &HashMap::new())],
+        blocks: vec![block],
+    }
+}
+
+/// A process that ran `hours` hours whose reported tick frequency is `ppm` parts per million
+/// too low: its blocks' wall-clock bounds fall behind the tick-based times of their events by
+/// `ppm` µs per second of run time (17 s after a day at 200 ppm). One 10-minute block per
+/// stretch, one 100 ms `scripted::top` span every 10 s; event `i` of the run is at tick
+/// `span_ticks(i)`.
+pub fn drifting(hours: i64, ppm: i64) -> Recording {
+    let pid = Uuid::new_v4();
+    let info = process_info(pid);
+    let wall = |ticks: i64| DualTime {
+        ticks: info.start_ticks + ticks,
+        time: info.start_time + Duration::nanoseconds(ticks - ticks / 1_000_000 * ppm),
+    };
+    let mut stream = ThreadStream::new(64 * 1024, pid, &["cpu".to_string()], HashMap::new());
+    let block_ticks = 600 * FREQUENCY;
+    let mut blocks = Vec::new();
+    let mut span = 0u64;
+    for b in 0..hours * 6 {
+        let (begin, end) = (b * block_ticks, (b + 1) * block_ticks);
+        while span_ticks(span).0 < end {
+            let (at, until) = span_ticks(span);
+            for (time, begin_event) in [(at, true), (until, false)] {
+                let time = info.start_ticks + time;
+                if begin_event {
+                    stream.get_events_mut().push(BeginAsyncSpanEvent {
+                        span_desc: &TOP,
+                        span_id: span + 1,
+                        parent_span_id: 0,
+                        depth: 0,
+                        time,
+                    });
+                } else {
+                    stream.get_events_mut().push(EndAsyncSpanEvent {
+                        span_desc: &TOP,
+                        span_id: span + 1,
+                        parent_span_id: 0,
+                        depth: 0,
+                        time,
+                    });
+                }
+            }
+            span += 1;
+        }
+        let offset = stream.get_block_ref().object_offset() + stream.get_block_ref().nb_objects();
+        let mut next = ThreadBlock::new(64 * 1024, info.process_id, stream.stream_id(), offset);
+        next.begin = wall(end);
+        let mut block = stream.replace_block(Arc::new(next));
+        let raw = Arc::get_mut(&mut block).unwrap();
+        raw.begin = wall(begin);
+        raw.close_at(wall(end));
+        blocks.push(encode_thread_block(&block, &info));
+    }
+    Recording {
+        process: RawProcess::from(&info),
+        streams: vec![thread_stream(pid, stream.stream_id(), &HashMap::new())],
+        blocks,
+    }
+}
+
+/// The begin and end ticks (relative to the process start) of span `i` of [`drifting`].
+pub fn span_ticks(i: u64) -> (i64, i64) {
+    let at = 5 * FREQUENCY + i as i64 * 10 * FREQUENCY;
+    (at, at + FREQUENCY / 10)
 }

@@ -22,7 +22,7 @@ def lake_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def lake(lake_dir):
-    return ae.Lake.embedded(str(lake_dir))
+    return ae.Lake.embedded(str(lake_dir), writable=True)
 
 
 @pytest.fixture(scope="session")

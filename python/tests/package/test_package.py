@@ -226,10 +226,12 @@ BAD = [
      ae.LakeError, "unsupported database URL mysql://x"),
     (lambda ctx, lake, pid: ae.Lake.open("sqlite:///nonexistent/dir/telemetry.db", "file:///tmp"),
      ae.LakeError, "sqlite:///nonexistent/dir/telemetry.db"),
+    (lambda ctx, lake, pid: ae.Lake.embedded("/nonexistent/lake"),
+     ae.LakeError, "no micromegas lake in /nonexistent/lake .*point MICROMEGAS_SQL_CONNECTION_STRING"),
     # A second recording in one process: micromegas's dispatch is process-wide.
     (lambda ctx, lake, pid: lake.record_demo(1), ae.LakeError, "cannot start recording"),
-    (lambda ctx, lake, pid: lake.table_functions(time_margin_s=-1.0),
-     ValueError, "time_margin_s: -1 is not a duration in seconds"),
+    (lambda ctx, lake, pid: lake.table_functions(span_margin_s=-1.0),
+     ValueError, "span_margin_s: -1 is not a duration in seconds"),
     (lambda ctx, lake, pid: ae.LakeFunction(), TypeError, "cannot create"),
     (lambda ctx, lake, pid: ae.AsyncEventsTable(lake, pid).__datafusion_table_provider__(object()),
      ImportError, "expected a datafusion SessionContext"),
@@ -312,7 +314,7 @@ def test_imports_in_a_fresh_environment_with_only_datafusion(tmp_path):
     assert "micromegas" not in with_datafusion and "pandas" not in with_datafusion
     script = (
         "import datafusion, datafusion_async_events as ae, sys\n"
-        "lake = ae.Lake.embedded(sys.argv[1])\n"
+        "lake = ae.Lake.embedded(sys.argv[1], writable=True)\n"
         "pid = lake.record_demo(2)\n"
         "ctx = datafusion.SessionContext()\n"
         "ae.register(ctx, lake)\n"

@@ -31,7 +31,6 @@ use datafusion_async_events::{Lake, register_metadata_tables, register_with};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -50,10 +49,6 @@ struct Cli {
     /// failing the query.
     #[arg(long, global = true)]
     skip_bad_blocks: bool,
-    /// Margin around a time range when blocks are listed by their wall-clock bounds (seconds):
-    /// widen it for a process whose wall clock jumped while it ran.
-    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5.0)]
-    time_margin: f64,
     /// Print the crate's debug messages on standard error too (warnings are always printed).
     #[arg(short, long, global = true)]
     verbose: bool,
@@ -143,8 +138,13 @@ type Failure = Box<dyn std::error::Error>;
 /// Rows of each lint the command prints.
 const LINT_ROWS: usize = 15;
 
+/// Opens the lake of the command line or the environment: read-only, except for `quickstart`,
+/// which records into it (creating the embedded `./lake` or PostgreSQL's tables if missing).
 async fn open_lake(cli: &Cli) -> Result<Lake, Failure> {
-    let mut options = LakeOptions::default();
+    let mut options = LakeOptions {
+        writable: matches!(cli.command, Command::Quickstart),
+        ..LakeOptions::default()
+    };
     if cli.skip_bad_blocks {
         options.missing_blobs = MissingBlobPolicy::Skip;
     }
@@ -156,11 +156,8 @@ async fn open_lake(cli: &Cli) -> Result<Lake, Failure> {
 }
 
 fn scan_options(cli: &Cli) -> Result<ScanOptions, Failure> {
-    let margin = Duration::try_from_secs_f64(cli.time_margin)
-        .map_err(|_| format!("--time-margin {}: not a number of seconds", cli.time_margin))?;
     Ok(ScanOptions {
         skip_corrupt_blocks: cli.skip_bad_blocks,
-        time_margin: margin,
         ..ScanOptions::default()
     })
 }

@@ -4,11 +4,15 @@
 //! in all of them, but `streams.format` exists only from schema v4 (before, every stream is
 //! micromegas-transit), `audience` columns only from v8, and early lakes hold ids as
 //! `VARCHAR(36)` instead of `UUID`. The shape is detected from `information_schema`, never
-//! assumed; ids are bound as text and cast to the column's type. An empty database gets the
-//! telemetry tables created (at schema v4, so that micromegas's own ingestion can carry on with
-//! its later migrations); an existing schema is never altered.
+//! assumed; ids are bound as text and cast to the column's type. A reading open never writes:
+//! a database without the telemetry tables is an error naming it and its schema. Only a
+//! writable open (the recorder's) creates them in an empty database (at schema v4, so that
+//! micromegas's own ingestion can carry on with its later migrations); an existing schema is
+//! never altered.
 
-use super::records::{BlockRecord, ProcessRecord, ProcessSummary, StreamRecord, TimeRange};
+use super::records::{
+    BlockRecord, BlockWindow, BoundValue, ProcessRecord, ProcessSummary, StreamRecord,
+};
 use super::{LakeOptions, column_err, db_err, redact};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -115,6 +119,17 @@ impl PgMeta {
         };
         let schema = match detect(&mut conn).await? {
             Some(schema) => schema,
+            None if !options.writable => {
+                let (database, schema): (String, Option<String>) =
+                    sqlx::query_as("SELECT current_database(), current_schema()")
+                        .fetch_one(&mut conn)
+                        .await
+                        .map_err(db_err("naming the database"))?;
+                let schema = schema.unwrap_or_else(|| "(none)".into());
+                return Err(Error::NoLake(format!(
+                    "in PostgreSQL database {database:?}, schema {schema:?} of {redacted} (no processes, streams and blocks tables)"
+                )));
+            }
             None => {
                 let created = create_tables(&mut conn).await;
                 // Another writer may have created them at the same time: what counts is that
@@ -301,7 +316,7 @@ impl PgMeta {
         &self,
         process_id: Uuid,
         streams: &[Uuid],
-        range: TimeRange,
+        window: BlockWindow,
     ) -> Result<Vec<BlockRecord>> {
         let id = self.id();
         let mut sql = String::from(
@@ -316,13 +331,9 @@ impl PgMeta {
         sql.push_str(&format!(
             " WHERE s.process_id = CAST($1 AS {id}) AND b.stream_id = ANY(CAST($2 AS {id}[]))"
         ));
-        let mut next = 3;
-        if range.end.is_some() {
-            sql.push_str(&format!(" AND b.begin_time <= ${next}"));
-            next += 1;
-        }
-        if range.begin.is_some() {
-            sql.push_str(&format!(" AND b.end_time >= ${next}"));
+        let conditions = window.conditions();
+        for (n, (column, op, _)) in conditions.iter().enumerate() {
+            sql.push_str(&format!(" AND b.{column} {op} ${}", n + 3));
         }
         if self.schema.has_audience {
             // micromegas 0.33's blocks view hides a block stamped for another audience than
@@ -336,11 +347,11 @@ impl PgMeta {
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(process_id.to_string())
             .bind(streams.iter().map(Uuid::to_string).collect::<Vec<_>>());
-        if let Some(end) = range.end {
-            query = query.bind(end);
-        }
-        if let Some(begin) = range.begin {
-            query = query.bind(begin);
+        for (_, _, value) in conditions {
+            query = match value {
+                BoundValue::Time(t) => query.bind(t),
+                BoundValue::Ticks(t) => query.bind(t),
+            };
         }
         let rows = query.fetch_all(&self.pool).await.map_err(db_err(format!(
             "listing the blocks of process {process_id}"

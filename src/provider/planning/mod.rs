@@ -1,23 +1,20 @@
 //! Scan planning: from a process id and a [`ScanPredicate`] to the blocks each partition reads,
 //! and [`ScanState`], what every partition of a planned scan shares.
 //!
-//! Blocks are pruned twice before any is fetched: in the metadata query, by their wall-clock
-//! bounds widened by [`ScanOptions::time_margin`], then precisely by their tick bounds converted
-//! with the process's clock. Each stream's blocks, in recording order, become one partition or,
+//! Blocks are pruned in ticks before any is fetched: the query's time range is converted to the
+//! process's tick counter with its clock, the metadata query lists only the blocks whose tick
+//! bounds meet it (widened by a tick and a microsecond for rounding), then the listed blocks are
+//! checked again with their tick bounds converted to times, exactly as their events will be. Each stream's blocks, in recording order, become one partition or,
 //! when the scan has fewer busy streams than `target_partitions`, several contiguous runs of
 //! balanced weight (events per block): every partition is sorted by time, and the partitions of
 //! one stream follow each other in time order.
 //!
-//! Two assumptions of micromegas's producer make this pruning exact, and are stated here where
-//! they are used:
-//! - a block's `begin_time`/`end_time` (wall clock, read when the block was opened and closed)
-//!   differ from the event times computed from ticks by less than the margin: the clock and the
-//!   tick counter of one process drift apart by far less than the default 5 s over a block;
-//! - a block's `begin_ticks`/`end_ticks` bound the ticks of every event it holds (the producer
-//!   reads the tick counter when it opens and when it closes the block).
-//!
-//! A lake that breaks the first one needs a wider `time_margin`; one that breaks the second is
-//! not a micromegas lake.
+//! Event times come from ticks, so pruning in ticks is exact however far the process's wall clock
+//! drifted from its tick counter (a tick frequency off by 100 ppm is 8.6 s a day): the
+//! wall-clock `begin_time`/`end_time` of a block are never compared. One assumption of
+//! micromegas's producer makes it exact: a block's `begin_ticks`/`end_ticks` bound the ticks of
+//! every event it holds (the producer reads the tick counter when it opens and when it closes
+//! the block). A lake that breaks it is not a micromegas lake.
 
 mod clock;
 mod partitions;
@@ -33,8 +30,8 @@ use super::options::ScanOptions;
 use super::predicate::ScanPredicate;
 use crate::error::Result;
 use crate::format::{StreamLayout, TickConverter};
-use crate::lake::{BlockRecord, Lake, LakeLocation, StreamRecord, TimeRange};
-use chrono::DateTime;
+use crate::lake::{BlockRecord, BlockWindow, Lake, LakeLocation, StreamRecord};
+use crate::time_bounds::TimeBounds;
 use datafusion::arrow::datatypes::SchemaRef;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,7 +86,6 @@ pub(crate) async fn plan_scan(
     lake: &Lake,
     process_id: Uuid,
     predicate: &ScanPredicate,
-    options: &ScanOptions,
     layouts: &LayoutCache,
     target_partitions: usize,
 ) -> Result<(PlannedScan, Vec<Arc<StreamLayout>>)> {
@@ -114,16 +110,10 @@ pub(crate) async fn plan_scan(
         .as_ref()
         .map(|s| s.iter().copied().collect());
     let streams = lake.cpu_streams(process_id, only.as_deref()).await?;
-    // Wall-clock block bounds are compared with the range widened by the margin (first
-    // assumption of the module documentation).
-    let margin = options.time_margin.as_nanos().min(i64::MAX as u128) as i64;
-    let widened = predicate.time.widen(margin);
-    let range = TimeRange {
-        begin: widened.begin.map(DateTime::from_timestamp_nanos),
-        end: widened.end.map(DateTime::from_timestamp_nanos),
-    };
     let ids: Vec<Uuid> = streams.iter().map(|s| s.stream_id).collect();
-    let listed = lake.blocks(process_id, &ids, range).await?;
+    let listed = lake
+        .blocks(process_id, &ids, tick_window(&clock, predicate.time))
+        .await?;
     let mut by_stream: BTreeMap<Uuid, Vec<BlockRecord>> = BTreeMap::new();
     for b in listed {
         by_stream.entry(b.stream_id).or_default().push(b);
@@ -134,7 +124,7 @@ pub(crate) async fn plan_scan(
             continue;
         };
         let listed = blocks.len();
-        // Tick bounds bound the events (second assumption).
+        // Tick bounds bound the events (the assumption of the module documentation).
         blocks.retain(|b| {
             let (first, last) = block_time_bounds(&clock, b);
             predicate.time.overlaps(first, last)
@@ -167,4 +157,18 @@ pub(crate) async fn plan_scan(
         partitions: Partitions::cut(whole, target_partitions),
     };
     Ok((plan, compiled))
+}
+
+/// The tick window that lists every block [`block_time_bounds`] keeps for `time`: each bound
+/// widened by the microsecond of `block_time_bounds` and by one tick for the rounding of
+/// [`TickConverter::ns_to_delta`], so the listing never drops a block the exact check keeps.
+fn tick_window(clock: &TickConverter, time: TimeBounds) -> BlockWindow {
+    BlockWindow::Ticks {
+        begin: time
+            .begin
+            .map(|b| clock.ns_to_delta(b.saturating_sub(1_000)).saturating_sub(1)),
+        end: time
+            .end
+            .map(|e| clock.ns_to_delta(e.saturating_add(1_000)).saturating_add(1)),
+    }
 }
