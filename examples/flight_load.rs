@@ -9,7 +9,14 @@
 //!   target/release/async-events serve --addr 127.0.0.1:50051 &
 //! cargo run --release --features server --example flight_load -- \
 //!   --uri http://127.0.0.1:50051 --process <pid> --server-pid $! [--clients 16 --queries 50]
+//!   [--abuse [--bomb-process <pid>]]
 //! ```
+//!
+//! With `--abuse`, abusive clients run beside the normal ones until these are done, and each
+//! abusive query's outcome is printed: endless queries (`generate_series` to 2^63), memory-hungry
+//! ones (an `array_agg` of 400 M numbers; a 3-billion-element `range`), statements that would
+//! write files (`COPY … TO`, `CREATE EXTERNAL TABLE`), a client that stops reading, and with
+//! `--bomb-process` (`sql_bench bomb`) a scan of a process whose block inflates to 1 GiB.
 
 use arrow_flight::Ticket;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -88,6 +95,99 @@ fn peak_rss_kib(pid: &str) -> Option<u64> {
         .ok()
 }
 
+/// The abusive queries, by name.
+fn abusive(bomb: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (
+            "endless generate_series",
+            "SELECT count(*) FROM generate_series(1, 9223372036854775807)".to_owned(),
+        ),
+        (
+            "array_agg of 400 M numbers",
+            "SELECT cardinality(array_agg(value)) FROM generate_series(1, 400000000)".to_owned(),
+        ),
+        (
+            "range of 3e9 elements",
+            "SELECT cardinality(range(0, 3000000000))".to_owned(),
+        ),
+        (
+            "COPY to a file",
+            "COPY (SELECT 1) TO '/tmp/async-events-abuse.csv'".to_owned(),
+        ),
+        (
+            "CREATE EXTERNAL TABLE",
+            "CREATE EXTERNAL TABLE abuse STORED AS CSV LOCATION '/tmp/async-events-abuse/'"
+                .to_owned(),
+        ),
+    ];
+    if let Some(pid) = bomb {
+        out.push((
+            "LZ4 bomb block",
+            format!("SELECT count(*) FROM async_events('{pid}')"),
+        ));
+    }
+    out
+}
+
+/// Runs the abusive queries in turn until `done`, counting each one's outcomes; one more client
+/// opens a large result and never reads it.
+async fn abuse(
+    channel: tonic::transport::Channel,
+    bomb: Option<String>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> BTreeMap<(String, String), usize> {
+    use std::sync::atomic::Ordering;
+    let mut outcomes: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let idle_channel = channel.clone();
+    let idle = tokio::spawn(async move {
+        let mut client = FlightSqlServiceClient::new(idle_channel);
+        let ticket = TicketStatementQuery {
+            statement_handle: b"SELECT value FROM generate_series(1, 1000000000)"
+                .to_vec()
+                .into(),
+        }
+        .as_any()
+        .encode_to_vec();
+        match client.do_get(Ticket::new(ticket)).await {
+            // Holds the stream without reading it.
+            Ok(stream) => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(stream);
+            }
+            Err(e) => println!("  idle reader: {e}"),
+        }
+    });
+    let queries = abusive(bomb.as_deref());
+    let mut clients: Vec<_> = (0..2)
+        .map(|_| FlightSqlServiceClient::new(channel.clone()))
+        .collect();
+    let mut round = 0;
+    while !done.load(Ordering::Relaxed) {
+        let mut runs = Vec::new();
+        for client in clients.iter_mut() {
+            let (name, sql) = &queries[round % queries.len()];
+            round += 1;
+            runs.push(async move {
+                let t = Instant::now();
+                let outcome = match run_query(client, sql).await {
+                    Ok(rows) => format!("answered ({rows} rows)"),
+                    Err(e) => {
+                        let text = e.to_string();
+                        let code = text.split(',').next().unwrap_or(&text).to_owned();
+                        code.chars().take(60).collect()
+                    }
+                };
+                ((name.to_string(), outcome), t.elapsed())
+            });
+        }
+        for ((name, outcome), _elapsed) in futures::future::join_all(runs).await {
+            *outcomes.entry((name, outcome)).or_default() += 1;
+        }
+    }
+    idle.abort();
+    outcomes
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -100,6 +200,8 @@ async fn main() -> Result<(), Failure> {
     let clients: usize = arg("--clients").map_or(Ok(16), |v| v.parse())?;
     let queries: usize = arg("--queries").map_or(Ok(50), |v| v.parse())?;
     let server_pid = arg("--server-pid");
+    let with_abuse = std::env::args().any(|a| a == "--abuse");
+    let bomb = arg("--bomb-process");
 
     let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
         .connect()
@@ -130,6 +232,8 @@ async fn main() -> Result<(), Failure> {
     println!("process {pid}: {events} events; {clients} clients x {queries} queries");
 
     let shapes = shapes();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abusers = with_abuse.then(|| tokio::spawn(abuse(channel.clone(), bomb, done.clone())));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -166,6 +270,7 @@ async fn main() -> Result<(), Failure> {
         }
     }
     let wall = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     println!("| shape | queries | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
     for (s, mut times) in by_shape {
@@ -186,6 +291,17 @@ async fn main() -> Result<(), Failure> {
     );
     for e in errors.iter().take(5) {
         println!("  error: {e}");
+    }
+    if let Some(abusers) = abusers {
+        println!("abusive queries (outcome: count):");
+        for ((name, outcome), n) in abusers.await? {
+            println!("  {name}: {outcome}: {n}");
+        }
+        for path in ["/tmp/async-events-abuse.csv", "/tmp/async-events-abuse"] {
+            if std::path::Path::new(path).exists() {
+                println!("  WRITTEN: {path}");
+            }
+        }
     }
     if let Some(p) = server_pid {
         match peak_rss_kib(&p) {

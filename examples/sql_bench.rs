@@ -150,6 +150,36 @@ async fn process_id(ctx: &Lake) -> uuid::Uuid {
     ctx.processes(1).await.unwrap()[0].process.process_id
 }
 
+/// Adds to the lake a process (recorded three hours ago, so that the benchmark's own process
+/// stays the latest) whose one block is an LZ4 bomb: its objects buffer is a 1 GiB run of zeros
+/// compressed to a few MiB. For `flight_load --bomb-process`.
+async fn bomb(args: &Args) {
+    use common::producer::RawBlock;
+    use datafusion_async_events::format::{BlockPayload, compress_frame};
+    use datafusion_async_events::lake::LakeOptions;
+    let lake = Lake::embedded_with(lake_paths(&args.dir), LakeOptions::writable())
+        .await
+        .unwrap();
+    let shape = Shape {
+        streams: 1,
+        blocks_per_stream: 1,
+        buffer_bytes: 64 * 1024,
+        block_duration: chrono::Duration::seconds(6),
+    };
+    let mut rec = realistic(shape, chrono::Utc::now() - chrono::Duration::hours(3), 7);
+    let block = &mut rec.blocks[0];
+    let mut payload = BlockPayload::from_cbor(&block.payload).unwrap();
+    payload.objects = compress_frame(&vec![0u8; 1 << 30]);
+    *block = RawBlock::new(block.record.clone(), payload.to_cbor());
+    let size = block.payload.len();
+    store(&lake, &rec).await;
+    println!(
+        "bomb process {}: one block of {:.1} MiB whose objects inflate to 1 GiB",
+        rec.process.process_id,
+        size as f64 / (1 << 20) as f64
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args = args();
@@ -182,6 +212,7 @@ async fn main() {
                 t.elapsed().as_secs_f64()
             );
         }
+        "bomb" => bomb(&args).await,
         "one-stream" => one_stream(&args).await,
         "scan" => {
             let lake = Lake::embedded(lake_paths(&args.dir)).await.unwrap();

@@ -41,8 +41,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The package: a dev-profile wheel (the release profile is for publishing), installed over any
+# The package's Rust unit tests (its FFI guards: panics become errors, drops happen inside its
+# runtime), then a dev-profile wheel (the release profile is for publishing), installed over any
 # previous build.
+cargo test -q -p datafusion-async-events-python
 "$VENV/bin/maturin" build --quiet --profile dev -m python/Cargo.toml -i "$VENV/bin/python" \
   --out "$WORK/dist"
 WHEEL=$(ls "$WORK"/dist/datafusion_async_events-*.whl)
@@ -71,6 +73,8 @@ serve() {
 address() { grep -o 'grpc://[0-9.:]*' "$1"; }
 
 export ASYNC_EVENTS_TOKEN_FILE="$WORK/token"
+# The server refuses a token file others can read.
+(umask 077 && : >"$ASYNC_EVENTS_TOKEN_FILE")
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$ASYNC_EVENTS_TOKEN_FILE"
 serve "$WORK/server.log"
 serve "$WORK/server-token.log" --token-file "$ASYNC_EVENTS_TOKEN_FILE"

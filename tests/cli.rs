@@ -260,3 +260,45 @@ async fn quickstart_records_a_service_and_answers_the_example_queries() {
         text(&out.stdout)
     );
 }
+
+#[cfg(all(unix, feature = "server"))]
+#[tokio::test]
+async fn serve_refuses_a_token_file_others_can_read_and_warns_when_insecure() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, _pid) = folder_with_lake().await;
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let token_arg = token.to_str().unwrap();
+    let out = cli(
+        dir.path(),
+        &["serve", "--addr", "127.0.0.1:0", "--token-file", token_arg],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    // Without a token on every interface: served, with a warning first.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_async-events"))
+        .args(["serve", "--addr", "0.0.0.0:0", "--insecure"])
+        .current_dir(dir.path())
+        .env_remove("MICROMEGAS_SQL_CONNECTION_STRING")
+        .env_remove("MICROMEGAS_OBJECT_STORE_URI")
+        .env_remove("ASYNC_EVENTS_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let mut served = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut served)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.starts_with("warning: --insecure"), "{first}");
+    assert!(served.starts_with("serving "), "{served}");
+}

@@ -14,14 +14,14 @@ use common::lakes::{Backend, TestLake, open, store};
 use common::producer::Recording;
 use common::realistic::{Shape, realistic};
 use common::sql::{context, lines, query};
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion_async_events::Lake;
 use datafusion_async_events::server::{AsyncEventsFlightSql, ServerOptions};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -48,7 +48,7 @@ struct Server {
 }
 
 async fn serve(lake: &Lake, options: ServerOptions) -> Server {
-    serve_service(AsyncEventsFlightSql::new(lake.clone(), options)).await
+    serve_service(AsyncEventsFlightSql::new(lake.clone(), options).unwrap()).await
 }
 
 /// Serves `service` (a clone of it still sees what the server shares between requests).
@@ -76,13 +76,21 @@ async fn do_get(
     client: &mut FlightSqlServiceClient<Channel>,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, Code> {
-    let ticket = TicketStatementQuery {
-        statement_handle: sql.as_bytes().to_vec().into(),
-    }
-    .as_any()
-    .encode_to_vec();
-    let stream = client.do_get(Ticket::new(ticket)).await.map_err(code)?;
+    let ticket = statement_ticket(sql.as_bytes().to_vec());
+    let stream = client.do_get(ticket).await.map_err(code)?;
     stream.try_collect().await.map_err(code)
+}
+
+/// What the micromegas client sends as a ticket: `Any(TicketStatementQuery{sql})`.
+fn statement_ticket(sql: impl Into<Vec<u8>>) -> Ticket {
+    let handle: Vec<u8> = sql.into();
+    Ticket::new(
+        TicketStatementQuery {
+            statement_handle: handle.into(),
+        }
+        .as_any()
+        .encode_to_vec(),
+    )
 }
 
 fn code(e: FlightError) -> Code {
@@ -93,12 +101,8 @@ fn code(e: FlightError) -> Code {
 }
 
 async fn message(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> (Code, String) {
-    let ticket = TicketStatementQuery {
-        statement_handle: sql.as_bytes().to_vec().into(),
-    }
-    .as_any()
-    .encode_to_vec();
-    let result = match client.do_get(Ticket::new(ticket)).await {
+    let ticket = statement_ticket(sql.as_bytes().to_vec());
+    let result = match client.do_get(ticket).await {
         Ok(stream) => stream.try_collect::<Vec<_>>().await.map(|_| ()),
         Err(e) => Err(e),
     };
@@ -239,7 +243,7 @@ on_both! {
 
     async fn requests_share_the_compiled_layouts(backend: Backend) {
         let (t, pid) = lake_with_recording(backend).await;
-        let service = AsyncEventsFlightSql::new(t.lake.clone(), ServerOptions::default());
+        let service = AsyncEventsFlightSql::new(t.lake.clone(), ServerOptions::default()).unwrap();
         let probe = service.clone();
         let server = serve_service(service).await;
         let streams = recording().streams.len();
@@ -321,6 +325,10 @@ async fn the_token_is_required_on_every_call() {
         do_get(&mut wrong, &sql).await.unwrap_err(),
         Code::Unauthenticated
     );
+    // RFC 7235: the scheme is matched in any case.
+    let mut lower = client(&server).await;
+    lower.set_header("authorization", "bearer s3cret-token");
+    assert!(do_get(&mut lower, &sql).await.is_ok());
     let mut right = client(&server).await;
     right.set_token("s3cret-token".into());
     let all = count(&query(&context(&t.lake), &sql).await);
@@ -343,12 +351,8 @@ async fn a_client_that_goes_away_frees_its_slot_and_excess_queries_wait_then_fai
     );
     let small = format!("SELECT count(*) FROM async_events('{pid}')");
     let mut first = client(&server).await;
-    let ticket = TicketStatementQuery {
-        statement_handle: big.into_bytes().into(),
-    }
-    .as_any()
-    .encode_to_vec();
-    let mut stream = first.do_get(Ticket::new(ticket)).await.unwrap();
+    let ticket = statement_ticket(big.into_bytes());
+    let mut stream = first.do_get(ticket).await.unwrap();
     let batch = stream.next().await.unwrap().unwrap();
     assert!(batch.num_rows() > 0);
     // The only slot is taken: another query waits, then gives up.
@@ -379,19 +383,384 @@ async fn a_query_beyond_its_memory_is_resource_exhausted() {
     );
     let (code, text) = message(&mut client, &join).await;
     assert_eq!(code, Code::ResourceExhausted, "{text}");
-    // A scan alone is not counted against the limit.
-    let all = count(
-        &query(
-            &context(&t.lake),
-            &format!("SELECT count(*) FROM async_events('{pid}')"),
-        )
-        .await,
-    );
-    let got = do_get(
+    // The scan's blocks are counted too: 64 KiB does not hold even one, and the error says
+    // which block did not fit.
+    let (code, text) = message(
         &mut client,
         &format!("SELECT count(*) FROM async_events('{pid}')"),
     )
+    .await;
+    assert_eq!(code, Code::ResourceExhausted, "{text}");
+    assert!(
+        text.contains("block ") && text.contains(&pid.to_string()),
+        "{text}"
+    );
+}
+
+/// A query that never ends by itself: counts 2^63 numbers.
+const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 9223372036854775807)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_query_is_cancelled_at_the_query_timeout_and_frees_its_slot() {
+    common::logs::start();
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let options = ServerOptions {
+        max_concurrent_queries: 1,
+        query_timeout: Some(std::time::Duration::from_millis(400)),
+        queue_timeout: std::time::Duration::from_secs(10),
+        ..ServerOptions::default()
+    };
+    let service = AsyncEventsFlightSql::new(t.lake.clone(), options).unwrap();
+    let server = serve_service(service.clone()).await;
+    let mut endless = client(&server).await;
+    let (code, text) = message(&mut endless, ENDLESS).await;
+    assert_eq!(code, Code::DeadlineExceeded, "{text}");
+    assert!(text.contains("query timeout (0.4 s"), "{text}");
+    // The only slot is free again, and the query's memory was given back.
+    let small = format!("SELECT count(*) FROM async_events('{pid}')");
+    let mut next = client(&server).await;
+    let expected = count(&query(&context(&t.lake), &small).await);
+    assert_eq!(count(&do_get(&mut next, &small).await.unwrap()), expected);
+    assert_eq!(service.memory_reserved(), 0);
+    let logged = common::logs::containing("outcome=deadline");
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("generate_series") && l.contains("code=DeadlineExceeded")),
+        "{logged:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_own_deadline_cancels_its_query() {
+    let (t, _) = lake_with_recording(Backend::Sqlite).await;
+    let options = ServerOptions {
+        query_timeout: None,
+        ..ServerOptions::default()
+    };
+    let server = serve(&t.lake, options).await;
+    let mut client = client(&server).await;
+    client.set_header("grpc-timeout", "300m");
+    let (code, text) = message(&mut client, ENDLESS).await;
+    assert_eq!(code, Code::DeadlineExceeded, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_query_after_the_idle_timeout() {
+    common::logs::start();
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let options = ServerOptions {
+        max_concurrent_queries: 1,
+        idle_timeout: Some(std::time::Duration::from_millis(300)),
+        queue_timeout: std::time::Duration::from_secs(10),
+        ..ServerOptions::default()
+    };
+    let server = serve(&t.lake, options).await;
+    let mut reader = client(&server).await;
+    // About 800 MB of numbers: far more than the connection's buffers hold.
+    let sql = "SELECT value, value * 2 AS twice FROM generate_series(1, 50000000)";
+    let ticket = statement_ticket(sql.as_bytes().to_vec());
+    let mut stream = reader.do_get(ticket).await.unwrap();
+    assert!(stream.next().await.unwrap().unwrap().num_rows() > 0);
+    // The stream stays open but unread: the slot comes back when the idle timeout passes.
+    let small = format!("SELECT count(*) FROM async_events('{pid}')");
+    let mut next = client(&server).await;
+    let waited = std::time::Instant::now();
+    let expected = count(&query(&context(&t.lake), &small).await);
+    assert_eq!(count(&do_get(&mut next, &small).await.unwrap()), expected);
+    assert!(waited.elapsed() >= std::time::Duration::from_millis(200));
+    let logged = common::logs::containing("outcome=idle");
+    assert!(logged.iter().any(|l| l.contains("50000000")), "{logged:?}");
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_arrays_from_literals_are_refused_at_planning() {
+    let (t, _) = lake_with_recording(Backend::Sqlite).await;
+    let server = serve(&t.lake, ServerOptions::default()).await;
+    let mut client = client(&server).await;
+    let (code, text) = message(&mut client, "SELECT cardinality(range(0, 3000000000))").await;
+    assert_eq!(code, Code::ResourceExhausted, "{text}");
+    assert!(text.contains("at most 16777216"), "{text}");
+    let small = do_get(&mut client, "SELECT cardinality(range(0, 1000))")
+        .await
+        .unwrap();
+    assert_eq!(
+        small[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+            .value(0),
+        1000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_memory_pool_bounds_all_queries() {
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let options = ServerOptions {
+        memory_limit: Some(64 * 1024),
+        query_memory: None,
+        ..ServerOptions::default()
+    };
+    let server = serve(&t.lake, options).await;
+    let mut client = client(&server).await;
+    let join = format!(
+        "SELECT count(*) FROM async_events('{pid}') b JOIN async_events('{pid}') e ON b.span_id = e.span_id"
+    );
+    let (code, text) = message(&mut client, &join).await;
+    assert_eq!(code, Code::ResourceExhausted, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_dictionaries_are_advertised_as_they_are_sent() {
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let server = serve(&t.lake, ServerOptions::default()).await;
+    let mut client = client(&server).await;
+    let sql = format!(
+        "SELECT stream_id, array_agg(name) AS names FROM async_events('{pid}') GROUP BY stream_id"
+    );
+    let info = client.execute(sql, None).await.unwrap();
+    let advertised = info.clone().try_decode_schema().unwrap();
+    assert!(
+        matches!(advertised.field_with_name("names").unwrap().data_type(),
+            DataType::List(item) if item.data_type() == &DataType::Utf8),
+        "{advertised:?}"
+    );
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(!batches.is_empty());
+    for batch in &batches {
+        assert_eq!(batch.schema().as_ref(), &advertised);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_block_is_data_loss_and_the_message_hides_the_store() {
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let server = serve(&t.lake, ServerOptions::default()).await;
+    let mut client = client(&server).await;
+    let blobs = t.dir.path().join("blobs").join(pid.to_string());
+    let stream = std::fs::read_dir(&blobs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let block = std::fs::read_dir(&stream)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&block, b"not a block").unwrap();
+    let (code, text) = message(&mut client, &format!("SELECT * FROM async_events('{pid}')")).await;
+    assert_eq!(code, Code::DataLoss, "{text}");
+    let block_id = block.file_name().unwrap().to_str().unwrap();
+    assert!(text.contains(block_id), "{text}");
+    let dir = t.dir.path().to_str().unwrap();
+    assert!(!text.contains(dir), "{text}");
+}
+
+/// Every batch a `FlightInfo`'s tickets give.
+async fn fetch_all(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let stream = client.do_get(endpoint.ticket.unwrap()).await.unwrap();
+        out.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    }
+    out
+}
+
+fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = datafusion::arrow::compute::cast(
+                b.column_by_name(column).unwrap(),
+                &DataType::Utf8,
+            )
+            .unwrap();
+            let c = c.as_string::<i32>().clone();
+            (0..c.len())
+                .map(move |i| c.value(i).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_commands_list_the_sessions_tables() {
+    use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+    let (t, _) = lake_with_recording(Backend::Sqlite).await;
+    let server = serve(&t.lake, ServerOptions::default()).await;
+    let mut client = client(&server).await;
+    let info = client.get_catalogs().await.unwrap();
+    let catalogs = strings(&fetch_all(&mut client, info).await, "catalog_name");
+    assert_eq!(catalogs, ["datafusion"]);
+    let info = client
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: Some("pub%".into()),
+        })
+        .await
+        .unwrap();
+    let schemas = strings(&fetch_all(&mut client, info).await, "db_schema_name");
+    assert_eq!(schemas, ["public"]);
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: Some("public".into()),
+            table_name_filter_pattern: None,
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let batches = fetch_all(&mut client, info).await;
+    let mut names = strings(&batches, "table_name");
+    names.sort();
+    assert_eq!(names, ["blocks", "processes", "streams"]);
+    // Each table's schema, as IPC: the same as a query of the table sends.
+    let schemas = batches[0]
+        .column_by_name("table_schema")
+        .unwrap()
+        .as_binary::<i32>();
+    let names_col = strings(&batches, "table_name");
+    let streams = names_col.iter().position(|n| n == "streams").unwrap();
+    let decoded =
+        datafusion::arrow::ipc::convert::try_schema_from_ipc_buffer(schemas.value(streams))
+            .unwrap();
+    let queried = client
+        .execute("SELECT * FROM streams".into(), None)
+        .await
+        .unwrap()
+        .try_decode_schema()
+        .unwrap();
+    let field_names = |s: &datafusion::arrow::datatypes::Schema| {
+        s.fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field_names(&decoded), field_names(&queried));
+    let info = client.get_table_types().await.unwrap();
+    let types = strings(&fetch_all(&mut client, info).await, "table_type");
+    assert!(types.contains(&"TABLE".to_owned()) && types.contains(&"VIEW".to_owned()));
+    let info = client
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
+        .await
+        .unwrap();
+    let batches = fetch_all(&mut client, info).await;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    // information_schema answers, for the tools that read it instead.
+    let routines = do_get(
+        &mut client,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'blocks'",
+    )
     .await
     .unwrap();
-    assert_eq!(count(&got), all);
+    assert_eq!(count(&routines), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_bind_parameters() {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let (t, pid) = lake_with_recording(Backend::Sqlite).await;
+    let server = serve(&t.lake, ServerOptions::default()).await;
+    let mut client = client(&server).await;
+    let ctx = context(&t.lake);
+    for sql in [
+        format!("SELECT count(*) FROM async_events('{pid}') WHERE depth = $1 AND event_type = $2"),
+        format!("SELECT count(*) FROM async_events('{pid}') WHERE depth = ? AND event_type = ?"),
+    ] {
+        let mut prepared = client.prepare(sql.clone(), None).await.unwrap();
+        let parameters = prepared.parameter_schema().unwrap().clone();
+        assert_eq!(parameters.fields().len(), 2, "{parameters:?}");
+        for (depth, event_type) in [(0i64, "begin"), (1, "end")] {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("$1", DataType::Int64, true),
+                Field::new("$2", DataType::Utf8, true),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Int64Array::from(vec![depth])),
+                    Arc::new(StringArray::from(vec![event_type])),
+                ],
+            )
+            .unwrap();
+            prepared.set_parameters(batch).unwrap();
+            let info = prepared.execute().await.unwrap();
+            let got = count(&fetch_all(&mut client, info).await);
+            let expected = count(
+                &query(
+                    &ctx,
+                    &format!(
+                        "SELECT count(*) FROM async_events('{pid}') WHERE depth = {depth} AND event_type = '{event_type}'"
+                    ),
+                )
+                .await,
+            );
+            assert!(expected > 0);
+            assert_eq!(got, expected, "{sql} with ({depth}, {event_type})");
+        }
+    } // Floats, booleans and timestamps, each against the same query with a literal.
+    use datafusion::arrow::array::{
+        ArrayRef, BooleanArray, Float64Array, TimestampNanosecondArray,
+    };
+    let middle = count(
+        &query(
+            &ctx,
+            &format!("SELECT CAST(avg(CAST(time AS BIGINT)) AS BIGINT) FROM async_events('{pid}')"),
+        )
+        .await,
+    );
+    let cases: Vec<(String, ArrayRef, String)> = vec![
+        (
+            format!("SELECT count(*) FROM async_events('{pid}') WHERE depth < ?"),
+            Arc::new(Float64Array::from(vec![1.5])),
+            format!("SELECT count(*) FROM async_events('{pid}') WHERE depth < 1.5"),
+        ),
+        (
+            format!("SELECT count(*) FROM async_events('{pid}') WHERE (event_type = 'begin') = ?"),
+            Arc::new(BooleanArray::from(vec![false])),
+            format!("SELECT count(*) FROM async_events('{pid}') WHERE event_type <> 'begin'"),
+        ),
+        (
+            format!("SELECT count(*) FROM async_events('{pid}') WHERE time > $1"),
+            Arc::new(TimestampNanosecondArray::from(vec![middle]).with_timezone("+00:00")),
+            format!(
+                "SELECT count(*) FROM async_events('{pid}') WHERE CAST(time AS BIGINT) > {middle}"
+            ),
+        ),
+    ];
+    for (sql, value, reference) in cases {
+        let mut prepared = client.prepare(sql.clone(), None).await.unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "$1",
+            value.data_type().clone(),
+            true,
+        )]));
+        prepared
+            .set_parameters(RecordBatch::try_new(schema, vec![value]).unwrap())
+            .unwrap();
+        let info = prepared.execute().await.unwrap();
+        let got = count(&fetch_all(&mut client, info).await);
+        let expected = count(&query(&ctx, &reference).await);
+        assert!(expected > 0, "{reference}");
+        assert_eq!(got, expected, "{sql}");
+    }
 }

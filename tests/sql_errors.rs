@@ -142,3 +142,47 @@ async fn a_stream_with_unreadable_metadata_is_named() {
     );
     assert!(err.contains("objects metadata"), "{err}");
 }
+
+/// A session whose memory pool holds `bytes`.
+fn bounded_context(lake: &datafusion_async_events::Lake, bytes: usize) -> SessionContext {
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_limit(bytes, 1.0)
+        .build_arc()
+        .unwrap();
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    datafusion_async_events::register(&ctx, lake.clone());
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_reserves_its_blocks_in_the_querys_memory_pool() {
+    let t = open(Backend::Sqlite).await;
+    let rec = scripted_033().recording;
+    store(&t.lake, &rec).await;
+    let pid = rec.process.process_id;
+    let sql = format!("SELECT count(*) FROM async_events('{pid}')");
+    let expected = query(&context(&t.lake), &sql).await[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    // Room for the blocks: the right answer, and everything given back at the end.
+    let roomy = bounded_context(&t.lake, 64 << 20);
+    let got = query(&roomy, &sql).await[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    assert_eq!(got, expected);
+    assert_eq!(roomy.runtime_env().memory_pool.reserved(), 0);
+    // No room for even one block: an error naming the block, not an allocation.
+    let cramped = bounded_context(&t.lake, 16);
+    let message = query_err(&cramped, &sql).await;
+    assert!(
+        message.contains("Resources exhausted") && message.contains("needs"),
+        "{message}"
+    );
+    let named = rec
+        .blocks
+        .iter()
+        .any(|b| message.contains(&b.record.block_id.to_string()));
+    assert!(named, "{message}");
+}

@@ -19,6 +19,24 @@ DataFusion 55 answers two kinds of predicates wrongly (`c = 'v' AND 'v' = c` on 
 columns gives no rows; a `NOT IN` list holding NULL next to an `OR` is dropped). `register` makes
 `ctx.sql()` correct them (`correct_sql`, the same rewrite the crate's analyzer rule does in Rust):
 see `register`'s `correct` and `correct_predicates`.
+
+Ctrl-C. Opening a lake (`Lake.from_env`, `Lake.open`, `Lake.embedded`) raises
+`KeyboardInterrupt` within a tenth of a second and cancels the connection. Queries are run by
+datafusion-python: its `collect()`, `to_pydict()`, `to_arrow_table()`, `to_pandas()` and the
+batches of `execute_stream()` check for Ctrl-C once a second, then raise `KeyboardInterrupt`
+and drop the query, which cancels our scans and releases their connections (inside this
+package's tokio runtime, so the interpreter stays usable for the next query). A query whose
+operators run for long without reading a batch (a hash join producing billions of rows from
+one) keeps datafusion-python from noticing Ctrl-C until it does: that is datafusion-python's
+own behaviour.
+
+fork. A `Lake`, the tables and functions made from it, and a `SessionContext` they are
+registered on belong to the process that made them: used in a child made by `os.fork()` (or
+`multiprocessing` with the 'fork' start method), ours raise `ForkedProcessError` (a
+`RuntimeError`; through a query, an exception carrying its message) instead of hanging. Open
+the lake again in the child. datafusion-python's own runtime does not survive a fork either:
+once the parent has run a query, a query in the child may hang whatever its tables. Prefer the
+'spawn' or 'forkserver' start methods, or fork before the first query.
 """
 
 import datafusion as _datafusion
@@ -26,6 +44,7 @@ import datafusion as _datafusion
 from ._native import (
     AsyncEventsTable,
     AsyncSpansTable,
+    ForkedProcessError,
     Lake,
     LakeError,
     LakeFunction,
@@ -53,6 +72,7 @@ _check_host()
 __all__ = [
     "AsyncEventsTable",
     "AsyncSpansTable",
+    "ForkedProcessError",
     "Lake",
     "LakeError",
     "LakeFunction",

@@ -2,7 +2,7 @@
 //! (a table provider with pushdown), each bound to the host's codec ([`host_codec`]).
 
 use crate::in_runtime::InRuntime;
-use crate::runtime::handle;
+use crate::runtime::Home;
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
@@ -12,7 +12,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use tokio::runtime::Handle;
 
 /// The host's logical codec, from what a capsule getter receives: a `SessionContext` (Python
 /// or Rust object), or the codec capsule itself. Refuses a host of another FFI major version.
@@ -52,8 +51,9 @@ pub(crate) fn host_codec(session: &Bound<'_, PyAny>) -> PyResult<FFI_LogicalExte
 #[pyclass(frozen, module = "datafusion_async_events")]
 pub(crate) struct LakeFunction {
     pub(crate) name: &'static str,
+    /// An `InRuntimeFunction`: it drops what it holds inside the module runtime.
     pub(crate) function: Arc<dyn TableFunctionImpl>,
-    pub(crate) handle: Handle,
+    pub(crate) home: Home,
 }
 
 #[pymethods]
@@ -73,10 +73,12 @@ impl LakeFunction {
         py: Python<'py>,
         session: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
+        self.home
+            .check(format_args!("the table function {}", self.name))?;
         let codec = host_codec(&session)?;
         let function = FFI_TableFunction::new_with_ffi_codec(
             self.function.clone(),
-            Some(self.handle.clone()),
+            Some(self.home.handle().clone()),
             codec,
         );
         PyCapsule::new_with_value(py, function, c"datafusion_table_function")
@@ -87,19 +89,21 @@ impl LakeFunction {
 /// `ctx.register_table(name, table)`.
 #[pyclass(frozen, subclass, module = "datafusion_async_events")]
 pub(crate) struct Table {
+    /// An [`InRuntime`]: it drops what it holds inside the module runtime.
     provider: Arc<dyn TableProvider>,
-    handle: Handle,
+    home: Home,
+    /// What it is, for errors: `table AsyncEventsTable`, `table blocks`.
+    what: String,
 }
 
 impl Table {
-    pub(crate) fn new(provider: Arc<dyn TableProvider>) -> PyResult<Self> {
-        let handle = handle()?;
+    /// `provider`, made in this process, exported as the table `what` names.
+    pub(crate) fn new(provider: Arc<dyn TableProvider>, what: String) -> PyResult<Self> {
+        let home = Home::current()?;
         Ok(Self {
-            provider: Arc::new(InRuntime {
-                inner: provider,
-                handle: handle.clone(),
-            }),
-            handle,
+            provider: Arc::new(InRuntime::new(provider, home.clone(), what.clone())),
+            home,
+            what,
         })
     }
 }
@@ -111,11 +115,12 @@ impl Table {
         py: Python<'py>,
         session: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
+        self.home.check(&self.what)?;
         let codec = host_codec(&session)?;
         let provider = FFI_TableProvider::new_with_ffi_codec(
             self.provider.clone(),
             true,
-            Some(self.handle.clone()),
+            Some(self.home.handle().clone()),
             codec,
         );
         PyCapsule::new_with_value(py, provider, c"datafusion_table_provider")

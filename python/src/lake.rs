@@ -2,11 +2,11 @@
 
 use crate::capsules::{LakeFunction, Table};
 use crate::in_runtime::InRuntimeFunction;
-use crate::runtime::{block_on, handle};
+use crate::runtime::{DropInRuntime, Home, block_on};
 use datafusion_async_events::metadata_tables::MetadataTable;
 use datafusion_async_events::provider::ScanOptions;
 use pyo3::exceptions::PyException;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::sync::Arc;
 
@@ -25,33 +25,32 @@ pub(crate) fn lake_error(e: impl std::fmt::Display) -> PyErr {
 ///
 /// Open it with `Lake.from_env()` (micromegas's `MICROMEGAS_SQL_CONNECTION_STRING` and
 /// `MICROMEGAS_OBJECT_STORE_URI`, else the embedded `./lake`), `Lake.open(db_url, store_url)` or
-/// `Lake.embedded(folder)`.
+/// `Lake.embedded(folder)`. Ctrl-C while one of them waits for the database raises
+/// `KeyboardInterrupt` and cancels the connection.
+///
+/// A `Lake` (and every table and function made from it) belongs to the process that opened it:
+/// used in a child made by `os.fork()` it raises `ForkedProcessError`; open the lake again in
+/// the child.
 #[pyclass(frozen, module = "datafusion_async_events")]
 pub(crate) struct Lake {
-    lake: datafusion_async_events::Lake,
-    /// The OS process that opened it: connections do not survive a fork.
-    pid: u32,
+    /// Dropped inside the module runtime of the process that opened it (its sqlx pool needs
+    /// one), which it also remembers: connections do not survive a fork.
+    lake: DropInRuntime<datafusion_async_events::Lake>,
 }
 
 impl Lake {
-    fn opened(lake: datafusion_async_events::Lake) -> Self {
-        Self {
-            lake,
-            pid: std::process::id(),
-        }
+    fn opened(lake: datafusion_async_events::Lake) -> PyResult<Self> {
+        Ok(Self {
+            lake: DropInRuntime::new(lake, Home::current()?),
+        })
     }
 
-    /// The lake, if this process opened it.
+    /// The lake, if this process opened it (else a `ForkedProcessError`).
     pub(crate) fn get(&self) -> PyResult<datafusion_async_events::Lake> {
-        if self.pid != std::process::id() {
-            return Err(PyRuntimeError::new_err(format!(
-                "this Lake ({}) was opened in process {} before a fork; its connections do not \
-                 survive a fork: open the lake again in this process",
-                self.lake.database_url(),
-                self.pid
-            )));
-        }
-        Ok(self.lake.clone())
+        self.lake
+            .home()
+            .check(format_args!("this Lake ({})", self.lake.database_url()))?;
+        Ok((*self.lake).clone())
     }
 }
 
@@ -64,7 +63,7 @@ impl Lake {
     fn from_env(py: Python<'_>, writable: bool) -> PyResult<Self> {
         let options = lake_options(writable);
         let lake = block_on(py, datafusion_async_events::Lake::from_env_with(options))?;
-        Ok(Self::opened(lake.map_err(lake_error)?))
+        Self::opened(lake.map_err(lake_error)?)
     }
 
     /// A lake from its metadata database URL (`postgres://…` or `sqlite://…`) and object store
@@ -76,7 +75,7 @@ impl Lake {
         let options = lake_options(writable);
         let open = datafusion_async_events::Lake::open_with(db_url, store_url, options);
         let lake = block_on(py, open)?;
-        Ok(Self::opened(lake.map_err(lake_error)?))
+        Self::opened(lake.map_err(lake_error)?)
     }
 
     /// The embedded lake in `folder` (SQLite `telemetry.db` and the blobs beside it): read-only,
@@ -86,7 +85,7 @@ impl Lake {
     fn embedded(py: Python<'_>, folder: std::path::PathBuf, writable: bool) -> PyResult<Self> {
         let open = datafusion_async_events::Lake::embedded_with(folder, lake_options(writable));
         let lake = block_on(py, open)?;
-        Ok(Self::opened(lake.map_err(lake_error)?))
+        Self::opened(lake.map_err(lake_error)?)
     }
 
     /// The metadata database URL (without password).
@@ -112,7 +111,8 @@ impl Lake {
     /// Records a small instrumented tokio service (the CLI's `quickstart` workload: requests,
     /// fan-outs on other workers, futures dropped at a deadline, background jobs) into the
     /// lake, and returns its process id. `waves` of 25 requests each; 20 take about a second.
-    /// Once per Python process: micromegas's tracing dispatch is process-wide.
+    /// Once per Python process: micromegas's tracing dispatch is process-wide. It cannot be
+    /// cancelled: Ctrl-C raises `KeyboardInterrupt` when the recording has finished.
     #[pyo3(signature = (waves = 20))]
     fn record_demo(&self, py: Python<'_>, waves: u64) -> PyResult<String> {
         let lake = self.get()?;
@@ -131,20 +131,16 @@ impl Lake {
         skip_corrupt_blocks: bool,
     ) -> PyResult<Vec<LakeFunction>> {
         let options = scan_options(span_margin_s, skip_corrupt_blocks)?;
-        let handle = handle()?;
-        Ok(
-            datafusion_async_events::table_functions(self.get()?, options)
-                .into_iter()
-                .map(|(name, function)| LakeFunction {
-                    name,
-                    function: Arc::new(InRuntimeFunction {
-                        inner: function,
-                        handle: handle.clone(),
-                    }),
-                    handle: handle.clone(),
-                })
-                .collect(),
-        )
+        let lake = self.get()?;
+        let home = Home::current()?;
+        Ok(datafusion_async_events::table_functions(lake, options)
+            .into_iter()
+            .map(|(name, function)| LakeFunction {
+                name,
+                function: Arc::new(InRuntimeFunction::new(function, home.clone(), name)),
+                home: home.clone(),
+            })
+            .collect())
     }
 
     /// The lake's `processes`, `streams` and `blocks` tables, by name (see `register`).
@@ -157,7 +153,7 @@ impl Lake {
         ];
         tables
             .into_iter()
-            .map(|(name, table)| Ok((name, Table::new(Arc::new(table))?)))
+            .map(|(name, table)| Ok((name, Table::new(Arc::new(table), format!("table {name}"))?)))
             .collect()
     }
 }

@@ -9,6 +9,14 @@
 //! - The host sees a plan's children but not what they require of their inputs, so every plan
 //!   is handed over as one leaf (`in_runtime::Sealed`).
 //! - No panic may reach Python: errors are Python exceptions carrying the crate's message.
+//!   Every entry point the host calls through the FFI catches panics (`in_runtime`): a panic
+//!   crossing an `extern "C"` function aborts the interpreter.
+//! - Everything holding tokio resources is dropped inside the module runtime, wherever the host
+//!   or Python's garbage collector releases it, and every object refuses to be used in a process
+//!   forked from the one that made it (`runtime::Home`, `ForkedProcessError`).
+//! - Our own blocking calls (opening a lake) answer Ctrl-C with `KeyboardInterrupt` and cancel
+//!   their I/O (`runtime::block_on`); queries are driven by datafusion-python, whose own Ctrl-C
+//!   handling cancels them (see the package's docstring).
 
 mod capsules;
 mod in_runtime;
@@ -19,6 +27,7 @@ mod tables;
 use capsules::{LakeFunction, Table};
 use lake::{Lake, LakeError};
 use pyo3::prelude::*;
+use runtime::ForkedProcessError;
 use tables::{AsyncEventsTableExport, AsyncSpansTableExport, ThreadStreamsTableExport};
 
 /// `sql` with the predicates DataFusion 55 answers wrongly rewritten into equivalent forms it
@@ -43,6 +52,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AsyncSpansTableExport>()?;
     m.add_class::<ThreadStreamsTableExport>()?;
     m.add("LakeError", m.py().get_type::<LakeError>())?;
+    m.add(
+        "ForkedProcessError",
+        m.py().get_type::<ForkedProcessError>(),
+    )?;
     m.add_function(wrap_pyfunction!(ffi_major_version, m)?)?;
     m.add_function(wrap_pyfunction!(correct_sql, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -76,7 +76,8 @@ macro_rules! process_table {
             ) -> PyResult<PyClassInitializer<Self>> {
                 let (pid, bounds) = process_and_bounds($name, process_id, begin, end)?;
                 let table = $table::new(lake.get()?, pid, bounds, ScanOptions::default());
-                Ok(PyClassInitializer::from(Table::new(Arc::new(table))?).add_subclass(Self))
+                let table = Table::new(Arc::new(table), format!("table {}", $name))?;
+                Ok(PyClassInitializer::from(table).add_subclass(Self))
             }
         }
     };
@@ -109,6 +110,7 @@ impl ThreadStreamsTableExport {
     fn new(lake: &Lake, process_id: &str) -> PyResult<PyClassInitializer<Self>> {
         let (pid, _) = process_and_bounds("ThreadStreamsTable", process_id, None, None)?;
         let table = ThreadStreamsTable::new(lake.get()?, pid);
-        Ok(PyClassInitializer::from(Table::new(Arc::new(table))?).add_subclass(Self))
+        let table = Table::new(Arc::new(table), "table ThreadStreamsTable".into())?;
+        Ok(PyClassInitializer::from(table).add_subclass(Self))
     }
 }

@@ -99,11 +99,12 @@ struct IdColumn {
 impl IdColumn {
     fn start(&mut self, id: &str) -> Result<(), ArrowError> {
         let n = self.values.len();
+        let key = |n: usize| i32::try_from(n).map_err(|_| ArrowError::DictionaryKeyOverflowError);
         if n == 0 || self.last_value() != Some(id) {
             self.values.push(id)?;
-            self.current = n as i32;
+            self.current = key(n)?;
         } else {
-            self.current = n as i32 - 1;
+            self.current = key(n - 1)?;
         }
         Ok(())
     }

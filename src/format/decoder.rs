@@ -174,6 +174,11 @@ impl AsyncEventDecoder {
         Self::default()
     }
 
+    /// Bytes held by the decompression buffers reused from block to block.
+    pub fn buffer_bytes(&self) -> usize {
+        self.dependencies_buf.capacity() + self.objects_buf.capacity()
+    }
+
     /// The decoder refusing a block whose buffers inflate beyond `limit` bytes each (see
     /// [`DEFAULT_INFLATE_LIMIT`]).
     pub fn with_inflate_limit(mut self, limit: usize) -> Self {

@@ -223,8 +223,8 @@ impl Dependencies {
         }
         self.properties.truncate(kept);
         let entry = Entry::PropertySet {
-            start: start as u32,
-            end: kept as u32,
+            start: stored_u32(start, offset)?,
+            end: stored_u32(kept, offset)?,
         };
         self.insert(id, entry, offset)
     }
@@ -237,14 +237,19 @@ impl Dependencies {
 
     fn push_text_entry(&mut self, id: u64, start: usize, offset: usize) -> FormatResult<()> {
         let entry = Entry::Str {
-            start: start as u32,
-            end: self.text.len() as u32,
+            start: stored_u32(start, offset)?,
+            end: stored_u32(self.text.len(), offset)?,
         };
         self.insert(id, entry, offset)
     }
 
     fn insert(&mut self, id: u64, entry: Entry, offset: usize) -> FormatResult<()> {
-        let index = self.entries.len() as EntryIndex;
+        let index = EntryIndex::try_from(self.entries.len()).map_err(|_| {
+            FormatError::Metadata(format!(
+                "the dependencies buffer defines more than {} entries (at byte {offset})",
+                EntryIndex::MAX
+            ))
+        })?;
         if self.ids.insert(id, index).is_some() {
             return Err(FormatError::DuplicateDependency { id, offset });
         }
@@ -328,4 +333,14 @@ pub(crate) fn read_u32(buf: &[u8], offset: usize) -> Option<u32> {
     buf.get(offset..)
         .and_then(|s| s.first_chunk::<4>())
         .map(|b| u32::from_le_bytes(*b))
+}
+
+/// A position in the block's dependency tables as the `u32` they keep: a buffer that makes them
+/// outgrow it (only possible with an inflate limit above 4 GiB) is an error, not a wrap.
+fn stored_u32(position: usize, offset: usize) -> FormatResult<u32> {
+    u32::try_from(position).map_err(|_| {
+        FormatError::Metadata(format!(
+            "the dependencies buffer's strings outgrow 4 GiB (at byte {offset})"
+        ))
+    })
 }

@@ -1,9 +1,15 @@
 //! Listings of the metadata tables (processes, streams, blocks) with id and time conditions
-//! applied in the database, for the `processes`, `streams` and `blocks` SQL tables.
+//! applied in the database, for the `processes`, `streams` and `blocks` SQL tables. A listing is
+//! a stream of rows read as the database sends them, so that no listing is ever held whole.
 
 use super::records::{BlockRecord, ProcessRecord, StreamRecord};
+use crate::error::Result;
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use uuid::Uuid;
+
+/// The rows of a listing, in the order the database sends them.
+pub type Listing<'a, T> = BoxStream<'a, Result<T>>;
 
 /// A time column a listing can be filtered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,13 +113,51 @@ pub struct StreamListing {
     pub last_update_time: Option<DateTime<Utc>>,
 }
 
-/// A block row with its insertion time.
+/// A block row with its insertion time, and the rows of its stream and process when the listing
+/// joins them ([`BlockJoins`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockListing {
     /// The block row.
     pub block: BlockRecord,
     /// When it was written.
     pub insert_time: Option<DateTime<Utc>>,
+    /// Its stream's row: `None` when streams are not joined, or when the lake has no row for
+    /// the block's stream (an orphan block).
+    pub stream: Option<BlockStream>,
+    /// Its process's row: `None` when processes are not joined, or when the lake has no row
+    /// for the block's process.
+    pub process: Option<BlockProcess>,
+}
+
+/// The stream row of a block, as the `streams.*` columns of the `blocks` table show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockStream {
+    /// The stream row.
+    pub stream: StreamRecord,
+    /// When it was written.
+    pub insert_time: Option<DateTime<Utc>>,
+    /// `micromegas-transit` (older lakes have no format column).
+    pub format: String,
+}
+
+/// The process row of a block, as the `processes.*` columns of the `blocks` table show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockProcess {
+    /// The process row.
+    pub process: ProcessRecord,
+    /// When it was written (absent in lakes that did not record it).
+    pub insert_time: Option<DateTime<Utc>>,
+}
+
+/// Which rows a block listing reads beside each block: a left join, so that a block whose stream
+/// or process row is missing is still listed. Joining costs a stream's metadata per block, so a
+/// listing joins only what its reader uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockJoins {
+    /// Read the block's stream row.
+    pub streams: bool,
+    /// Read the block's process row.
+    pub processes: bool,
 }
 
 /// A bound value of a listing query, in the order of its placeholders.

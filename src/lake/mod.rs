@@ -21,8 +21,8 @@ mod records;
 mod sqlite;
 
 pub use listing::{
-    BlockListing, Comparison, MetadataFilter, ProcessListing, StreamListing, TimeColumn,
-    TimeCondition,
+    BlockJoins, BlockListing, BlockProcess, BlockStream, Comparison, Listing, MetadataFilter,
+    ProcessListing, StreamListing, TimeColumn, TimeCondition,
 };
 pub use location::{LakeLocation, LakeRegistry};
 pub use postgres::PgSchema;
@@ -34,6 +34,7 @@ pub use records::{
 use crate::error::{Error, Result};
 use blobs::BlobStore;
 use bytes::Bytes;
+use futures::StreamExt;
 use postgres::PgMeta;
 use sqlite::SqliteMeta;
 use std::path::{Path, PathBuf};
@@ -379,28 +380,35 @@ impl Lake {
     }
 
     /// The processes that have blocks, with the times of their latest block, newest start
-    /// first; id and time conditions are applied in the database.
-    pub async fn list_processes(&self, filter: &MetadataFilter) -> Result<Vec<ProcessListing>> {
+    /// first; id and time conditions are applied in the database. Rows are read as the
+    /// database sends them.
+    pub fn list_processes(&self, filter: &MetadataFilter) -> Listing<'_, ProcessListing> {
         if filter.matches_nothing() {
-            return Ok(Vec::new());
+            return futures::stream::empty().boxed();
         }
-        meta!(self, m => m.list_processes(filter).await)
+        meta!(self, m => m.list_processes(filter))
     }
 
     /// Every stream (all kinds, not only thread streams) matching the filter.
-    pub async fn list_streams(&self, filter: &MetadataFilter) -> Result<Vec<StreamListing>> {
+    pub fn list_streams(&self, filter: &MetadataFilter) -> Listing<'_, StreamListing> {
         if filter.matches_nothing() {
-            return Ok(Vec::new());
+            return futures::stream::empty().boxed();
         }
-        meta!(self, m => m.list_streams(filter).await)
+        meta!(self, m => m.list_streams(filter))
     }
 
-    /// Every block (all kinds of streams) matching the filter, by begin time.
-    pub async fn list_blocks(&self, filter: &MetadataFilter) -> Result<Vec<BlockListing>> {
+    /// Every block (all kinds of streams) matching the filter, by begin time, with the rows of
+    /// its stream and process that `joins` asks for. A block whose stream or process row is
+    /// missing is listed too, without that row.
+    pub fn list_blocks(
+        &self,
+        filter: &MetadataFilter,
+        joins: BlockJoins,
+    ) -> Listing<'_, BlockListing> {
         if filter.matches_nothing() {
-            return Ok(Vec::new());
+            return futures::stream::empty().boxed();
         }
-        meta!(self, m => m.list_blocks(filter).await)
+        meta!(self, m => m.list_blocks(filter, joins))
     }
 
     /// Inserts a process row (kept as is if it exists). Properties whose name starts with

@@ -239,18 +239,7 @@ impl SqliteMeta {
             "listing the cpu streams of process {process_id}"
         )))?;
         rows.iter()
-            .map(|row| {
-                let tags: String = get(row, "tags")?;
-                Ok(StreamRecord {
-                    stream_id: id(row, "stream_id")?,
-                    process_id: id(row, "process_id")?,
-                    dependencies_metadata: get(row, "dependencies_metadata")?,
-                    objects_metadata: get(row, "objects_metadata")?,
-                    tags: serde_json::from_str(&tags)
-                        .map_err(|e| Error::BadRow(format!("tags are not a JSON list: {e}")))?,
-                    properties: parse_properties(row, "properties")?,
-                })
-            })
+            .map(|row| stream_row(row, "properties"))
             .collect()
     }
 
@@ -283,23 +272,7 @@ impl SqliteMeta {
         let rows = query.fetch_all(&self.pool).await.map_err(db_err(format!(
             "listing the blocks of process {process_id}"
         )))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let block = BlockRecord {
-                block_id: id(row, "block_id")?,
-                stream_id: id(row, "stream_id")?,
-                process_id: id(row, "process_id")?,
-                begin_time: time(get(row, "begin_time")?),
-                begin_ticks: get(row, "begin_ticks")?,
-                end_time: time(get(row, "end_time")?),
-                end_ticks: get(row, "end_ticks")?,
-                nb_objects: get(row, "nb_objects")?,
-                object_offset: get(row, "object_offset")?,
-                payload_size: get(row, "payload_size")?,
-            };
-            out.push(block);
-        }
-        Ok(out)
+        rows.iter().map(block_row).collect()
     }
 
     pub async fn count_cpu_blocks(&self, process_id: Uuid) -> Result<i64> {
@@ -404,8 +377,10 @@ impl SqliteMeta {
 // ---- Listings of the metadata tables (the `processes`, `streams` and `blocks` SQL tables).
 
 use super::listing::{
-    Bind, BlockListing, Conditions, MetadataFilter, ProcessListing, StreamListing,
+    Bind, BlockJoins, BlockListing, BlockProcess, BlockStream, Conditions, Listing, MetadataFilter,
+    ProcessListing, StreamListing,
 };
+use futures::StreamExt;
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
@@ -439,8 +414,51 @@ fn opt_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>> {
     Ok(get::<Option<i64>>(row, column)?.map(time))
 }
 
+/// The stream of a listing row: its `stream_id`, `process_id`, metadata and `tags` columns, and
+/// its properties in `properties`.
+fn stream_row(row: &SqliteRow, properties: &str) -> Result<StreamRecord> {
+    let tags: String = get(row, "tags")?;
+    Ok(StreamRecord {
+        stream_id: id(row, "stream_id")?,
+        process_id: id(row, "process_id")?,
+        dependencies_metadata: get(row, "dependencies_metadata")?,
+        objects_metadata: get(row, "objects_metadata")?,
+        tags: serde_json::from_str(&tags)
+            .map_err(|e| Error::BadRow(format!("tags are not a JSON list: {e}")))?,
+        properties: parse_properties(row, properties)?,
+    })
+}
+
+fn block_row(row: &SqliteRow) -> Result<BlockRecord> {
+    Ok(BlockRecord {
+        block_id: id(row, "block_id")?,
+        stream_id: id(row, "stream_id")?,
+        process_id: id(row, "process_id")?,
+        begin_time: time(get(row, "begin_time")?),
+        begin_ticks: get(row, "begin_ticks")?,
+        end_time: time(get(row, "end_time")?),
+        end_ticks: get(row, "end_ticks")?,
+        nb_objects: get(row, "nb_objects")?,
+        object_offset: get(row, "object_offset")?,
+        payload_size: get(row, "payload_size")?,
+    })
+}
+
+/// The rows of a listing query, each read by `read` (the error message is only built on failure).
+fn listing<'a, T: Send + 'a>(
+    query: SqliteQuery<'static>,
+    pool: &'a SqlitePool,
+    what: &'static str,
+    read: impl Fn(&SqliteRow) -> Result<T> + Send + 'a,
+) -> Listing<'a, T> {
+    query
+        .fetch(pool)
+        .map(move |row| read(&row.map_err(|e| db_err(what)(e))?))
+        .boxed()
+}
+
 impl SqliteMeta {
-    pub async fn list_processes(&self, filter: &MetadataFilter) -> Result<Vec<ProcessListing>> {
+    pub fn list_processes(&self, filter: &MetadataFilter) -> Listing<'_, ProcessListing> {
         let c = sqlite_conditions(filter, "p.process_id", None, None);
         let of_process = "FROM streams s JOIN blocks b ON b.stream_id = s.stream_id \
                           WHERE s.process_id = p.process_id";
@@ -454,24 +472,19 @@ impl SqliteMeta {
             conds = c.sql,
             limit = filter.limit_sql(),
         );
-        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err("listing processes"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(ProcessListing {
-                    process: Self::process_row(row)?,
-                    insert_time: opt_time(row, "insert_time")?,
-                    last_update_time: opt_time(row, "last_update_time")?,
-                    last_block_end_ticks: get(row, "last_end_ticks")?,
-                    last_block_end_time: time(get(row, "last_end_time")?),
-                })
+        let query = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds);
+        listing(query, &self.pool, "listing processes", |row| {
+            Ok(ProcessListing {
+                process: Self::process_row(row)?,
+                insert_time: opt_time(row, "insert_time")?,
+                last_update_time: opt_time(row, "last_update_time")?,
+                last_block_end_ticks: get(row, "last_end_ticks")?,
+                last_block_end_time: time(get(row, "last_end_time")?),
             })
-            .collect()
+        })
     }
 
-    pub async fn list_streams(&self, filter: &MetadataFilter) -> Result<Vec<StreamListing>> {
+    pub fn list_streams(&self, filter: &MetadataFilter) -> Listing<'_, StreamListing> {
         let c = sqlite_conditions(filter, "s.process_id", Some("s.stream_id"), None);
         let sql = format!(
             "SELECT s.stream_id, s.process_id, s.dependencies_metadata, s.objects_metadata, s.tags,
@@ -481,67 +494,83 @@ impl SqliteMeta {
             c.sql,
             filter.limit_sql()
         );
-        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err("listing streams"))?;
-        rows.iter()
-            .map(|row| {
-                let tags: String = get(row, "tags")?;
-                Ok(StreamListing {
-                    stream: StreamRecord {
-                        stream_id: id(row, "stream_id")?,
-                        process_id: id(row, "process_id")?,
-                        dependencies_metadata: get(row, "dependencies_metadata")?,
-                        objects_metadata: get(row, "objects_metadata")?,
-                        tags: serde_json::from_str(&tags)
-                            .map_err(|e| Error::BadRow(format!("tags are not a JSON list: {e}")))?,
-                        properties: parse_properties(row, "properties")?,
-                    },
-                    insert_time: opt_time(row, "insert_time")?,
-                    format: get(row, "format")?,
-                    last_update_time: opt_time(row, "last_update_time")?,
-                })
+        let query = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds);
+        listing(query, &self.pool, "listing streams", |row| {
+            Ok(StreamListing {
+                stream: stream_row(row, "properties")?,
+                insert_time: opt_time(row, "insert_time")?,
+                format: get(row, "format")?,
+                last_update_time: opt_time(row, "last_update_time")?,
             })
-            .collect()
+        })
     }
 
-    pub async fn list_blocks(&self, filter: &MetadataFilter) -> Result<Vec<BlockListing>> {
+    /// Blocks left-joined with their stream and process rows (as `joins` asks): the block's
+    /// own `stream_id` and `process_id` stand for the joined rows' ids, and `joined_*_id` tell
+    /// whether a joined row was found.
+    pub fn list_blocks(
+        &self,
+        filter: &MetadataFilter,
+        joins: BlockJoins,
+    ) -> Listing<'_, BlockListing> {
         let c = sqlite_conditions(
             filter,
             "b.process_id",
             Some("b.stream_id"),
             Some("b.block_id"),
         );
+        let mut columns = String::from(
+            "b.block_id, b.stream_id, b.process_id, b.begin_time, b.begin_ticks, b.end_time,
+                b.end_ticks, b.nb_objects, b.object_offset, b.payload_size, b.insert_time",
+        );
+        let mut joined = String::new();
+        if joins.streams {
+            columns.push_str(
+                ", s.stream_id AS joined_stream_id, s.dependencies_metadata, s.objects_metadata, s.tags,
+                s.properties AS stream_properties, s.insert_time AS stream_insert_time, s.format",
+            );
+            joined.push_str(" LEFT JOIN streams s ON s.stream_id = b.stream_id");
+        }
+        if joins.processes {
+            columns.push_str(
+                ", p.process_id AS joined_process_id, p.exe, p.username, p.realname, p.computer,
+                p.distro, p.cpu_brand, p.tsc_frequency, p.start_time, p.start_ticks,
+                p.parent_process_id, p.properties, p.insert_time AS process_insert_time",
+            );
+            joined.push_str(" LEFT JOIN processes p ON p.process_id = b.process_id");
+        }
         let sql = format!(
-            "SELECT b.block_id, b.stream_id, b.process_id, b.begin_time, b.begin_ticks, b.end_time,
-                b.end_ticks, b.nb_objects, b.object_offset, b.payload_size, b.insert_time
-             FROM blocks b WHERE 1 = 1{} ORDER BY b.begin_time, b.block_id{}",
+            "SELECT {columns} FROM blocks b{joined} WHERE 1 = 1{} ORDER BY b.begin_time, b.block_id{}",
             c.sql,
             filter.limit_sql()
         );
-        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err("listing blocks"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(BlockListing {
-                    block: BlockRecord {
-                        block_id: id(row, "block_id")?,
-                        stream_id: id(row, "stream_id")?,
-                        process_id: id(row, "process_id")?,
-                        begin_time: time(get(row, "begin_time")?),
-                        begin_ticks: get(row, "begin_ticks")?,
-                        end_time: time(get(row, "end_time")?),
-                        end_ticks: get(row, "end_ticks")?,
-                        nb_objects: get(row, "nb_objects")?,
-                        object_offset: get(row, "object_offset")?,
-                        payload_size: get(row, "payload_size")?,
-                    },
-                    insert_time: opt_time(row, "insert_time")?,
-                })
+        let query = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.binds);
+        listing(query, &self.pool, "listing blocks", move |row| {
+            let stream =
+                if joins.streams && get::<Option<String>>(row, "joined_stream_id")?.is_some() {
+                    Some(BlockStream {
+                        stream: stream_row(row, "stream_properties")?,
+                        insert_time: opt_time(row, "stream_insert_time")?,
+                        format: get(row, "format")?,
+                    })
+                } else {
+                    None
+                };
+            let process =
+                if joins.processes && get::<Option<String>>(row, "joined_process_id")?.is_some() {
+                    Some(BlockProcess {
+                        process: Self::process_row(row)?,
+                        insert_time: opt_time(row, "process_insert_time")?,
+                    })
+                } else {
+                    None
+                };
+            Ok(BlockListing {
+                block: block_row(row)?,
+                insert_time: opt_time(row, "insert_time")?,
+                stream,
+                process,
             })
-            .collect()
+        })
     }
 }

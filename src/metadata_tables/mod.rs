@@ -5,13 +5,17 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `table.rs` | [`MetadataTable`]: the three tables' scans |
+//! | `table.rs` | [`MetadataTable`]: the three tables, their filters and limits |
+//! | `exec.rs` | `MetadataScanExec`: a listing read as a stream of batches |
+//! | `batcher.rs` | `ListingBatcher`: rows into bounded batches, reserved in the memory pool |
 //! | `schema.rs` | their schemas |
 //! | `filters.rs` | the filters applied in the metadata query |
 //! | `columns.rs` | Arrow columns of metadata rows |
 //! | `thread_streams.rs` | [`ThreadStreamsTable`] |
 
+mod batcher;
 mod columns;
+mod exec;
 mod filters;
 mod schema;
 mod table;

@@ -1,5 +1,6 @@
 //! The schemas of `processes`, `streams` and `blocks`, with the column names and order of
-//! micromegas's views of the same names.
+//! micromegas's views of the same names. The `streams.*` and `processes.*` columns of `blocks`
+//! are nullable: they are NULL for a block whose stream or process row is missing.
 
 use crate::format::{Column, column_type};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -14,6 +15,22 @@ pub(crate) enum Kind {
     Blocks,
 }
 
+impl Kind {
+    /// The table's name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Processes => "processes",
+            Kind::Streams => "streams",
+            Kind::Blocks => "blocks",
+        }
+    }
+}
+
+/// The prefix of the `blocks` columns read from the block's stream row.
+pub(super) const STREAM_PREFIX: &str = "streams.";
+/// The prefix of the `blocks` columns read from the block's process row.
+pub(super) const PROCESS_PREFIX: &str = "processes.";
+
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()))
 }
@@ -26,9 +43,11 @@ pub(super) fn tags_type() -> DataType {
     DataType::List(Arc::new(Field::new("tag", DataType::Utf8, false)))
 }
 
+/// The columns of a process row, named `{prefix}{column}`; with a prefix (the `processes.*`
+/// columns of `blocks`, NULL for a block without its process row) all nullable.
 pub(super) fn process_fields(prefix: &str) -> Vec<Field> {
     let f = |name: &str, t: DataType, nullable: bool| {
-        Field::new(format!("{prefix}{name}"), t, nullable)
+        Field::new(format!("{prefix}{name}"), t, nullable || !prefix.is_empty())
     };
     vec![
         f("start_time", timestamp(), false),
@@ -76,9 +95,11 @@ pub(super) fn processes_schema() -> Schema {
     Schema::new(fields)
 }
 
+/// The columns of a stream row, named `{prefix}{column}`; with a prefix (the `streams.*` columns
+/// of `blocks`, NULL for a block without its stream row) all nullable.
 pub(super) fn stream_fields(prefix: &str) -> Vec<Field> {
     let f = |name: &str, t: DataType, nullable: bool| {
-        Field::new(format!("{prefix}{name}"), t, nullable)
+        Field::new(format!("{prefix}{name}"), t, nullable || !prefix.is_empty())
     };
     vec![
         f("dependencies_metadata", DataType::Binary, false),
@@ -114,8 +135,8 @@ pub(super) fn blocks_schema() -> Schema {
         Field::new("payload_size", DataType::Int64, false),
         Field::new("insert_time", timestamp(), true),
     ];
-    fields.extend(stream_fields("streams."));
-    fields.extend(process_fields("processes."));
+    fields.extend(stream_fields(STREAM_PREFIX));
+    fields.extend(process_fields(PROCESS_PREFIX));
     Schema::new(fields)
 }
 

@@ -13,6 +13,7 @@
 use crate::error::Result;
 use crate::format::DecompressedBlock;
 use datafusion::common::alias::AliasGenerator;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,6 +101,9 @@ pub(crate) struct SharedBlocks {
     slots: Mutex<HashMap<Uuid, Slot>>,
     budget: usize,
     held: AtomicUsize,
+    /// The kept bytes, reserved in the query's memory pool once the query runs: a block the
+    /// pool cannot hold is not kept (its readers fetch it for themselves).
+    reservation: Mutex<Option<MemoryReservation>>,
 }
 
 impl SharedBlocks {
@@ -108,6 +112,30 @@ impl SharedBlocks {
             slots: Mutex::new(HashMap::new()),
             budget,
             held: AtomicUsize::new(0),
+            reservation: Mutex::new(None),
+        }
+    }
+
+    /// Reserves what is kept in `pool` (the first running scan's pool: a query has one).
+    pub fn use_pool(&self, pool: &Arc<dyn MemoryPool>) {
+        let mut reservation = self.reservation.lock().unwrap_or_else(|e| e.into_inner());
+        if reservation.is_none() {
+            *reservation = Some(MemoryConsumer::new("async_events shared blocks").register(pool));
+        }
+    }
+
+    /// Whether the pool (when there is one) holds `bytes` more.
+    fn reserve(&self, bytes: usize) -> bool {
+        let reservation = self.reservation.lock().unwrap_or_else(|e| e.into_inner());
+        reservation
+            .as_ref()
+            .is_none_or(|r| r.try_grow(bytes).is_ok())
+    }
+
+    fn unreserve(&self, bytes: usize) {
+        let reservation = self.reservation.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = reservation.as_ref() {
+            r.shrink(bytes.min(r.size()));
         }
     }
 
@@ -161,6 +189,7 @@ impl SharedBlocks {
                 && let Some(slot) = slots.remove(&id)
             {
                 self.held.fetch_sub(slot.bytes, Ordering::Relaxed);
+                self.unreserve(slot.bytes);
             }
         }
     }
@@ -168,7 +197,10 @@ impl SharedBlocks {
     fn note_held(&self, id: Uuid, bytes: usize) -> bool {
         let mut slots = self.lock();
         match slots.get_mut(&id) {
-            Some(slot) if self.held.load(Ordering::Relaxed) + bytes <= self.budget => {
+            Some(slot)
+                if self.held.load(Ordering::Relaxed) + bytes <= self.budget
+                    && self.reserve(bytes) =>
+            {
                 slot.bytes = bytes;
                 slot.kept = true;
                 self.held.fetch_add(bytes, Ordering::Relaxed);
@@ -197,6 +229,11 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// Reserves the query's shared blocks in `pool`.
+    pub fn use_pool(&self, pool: &Arc<dyn MemoryPool>) {
+        self.shared.use_pool(pool);
+    }
+
     /// Bytes the query's shared blocks hold now.
     pub fn held_bytes(&self) -> usize {
         self.shared.held_bytes()
@@ -292,6 +329,31 @@ mod tests {
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         assert_eq!(shared.held_bytes(), 0, "dropped after its last reader");
         assert!(shared.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn kept_blocks_are_reserved_and_a_full_pool_keeps_nothing() {
+        use datafusion::execution::memory_pool::GreedyMemoryPool;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(150));
+        let shared = Arc::new(SharedBlocks::new(1 << 20));
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let a = shared.register([first, second]);
+        let b = shared.register([first, second]);
+        a.use_pool(&pool);
+        a.obtain(first, async { Ok(block(100)) }).await.unwrap();
+        assert_eq!(pool.reserved(), 100);
+        // The pool cannot hold the second block as well: it is not kept.
+        a.obtain(second, async { Ok(block(100)) }).await.unwrap();
+        assert_eq!((pool.reserved(), shared.held_bytes()), (100, 100));
+        assert!(matches!(
+            b.obtain(second, async { Ok(block(100)) }).await.unwrap(),
+            SharedRead::LoadedForOthers(_)
+        ));
+        for id in [first, second] {
+            a.release(id);
+            b.release(id);
+        }
+        assert_eq!(pool.reserved(), 0);
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_expr::utils::{collect_columns, split_conjunction};
 use datafusion::physical_expr::{
@@ -455,8 +456,10 @@ impl ExecutionPlan for AsyncEventsExec {
         }
         let ordered =
             !self.reversed && self.time_index().is_some() && self.state.options.declare_time_order;
+        let runtime = self.runtime(&context)?;
+        runtime.registration.use_pool(context.memory_pool());
         let args = PartitionArgs {
-            runtime: self.runtime(&context)?,
+            runtime,
             state: self.state.clone(),
             partitions: self.partitions.clone(),
             partition,
@@ -466,6 +469,11 @@ impl ExecutionPlan for AsyncEventsExec {
             pushed: self.pushed.clone(),
             batch_size: context.session_config().batch_size(),
             metrics,
+            memory: MemoryConsumer::new(format!(
+                "async_events({}) partition {partition}",
+                self.state.process_id
+            ))
+            .register(context.memory_pool()),
         };
         if self.pushed.is_some() {
             // Filters pushed from above (a TopK threshold) tighten only as they see rows: read

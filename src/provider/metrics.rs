@@ -15,6 +15,8 @@ pub(crate) struct PartitionMetrics {
     pub blocks_missing: Count,
     pub blocks_corrupt: Count,
     pub bytes_fetched: Count,
+    /// Fetches put off because the query's memory pool could not hold them yet.
+    pub fetches_deferred: Count,
     pub events_decoded: Count,
     pub rows_out: Count,
     pub fetch_time: Time,
@@ -41,6 +43,7 @@ impl PartitionMetrics {
             blocks_missing: counter("blocks_missing"),
             blocks_corrupt: counter("blocks_corrupt"),
             bytes_fetched: counter("bytes_fetched"),
+            fetches_deferred: counter("fetches_deferred"),
             events_decoded: counter("events_decoded"),
             rows_out: counter("rows_out"),
             fetch_time: time("fetch_time"),

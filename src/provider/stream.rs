@@ -19,6 +19,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::{sort_to_indices, take_record_batch};
 use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::common::DataFusionError;
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -39,10 +40,18 @@ pub(crate) struct PartitionArgs {
     pub pushed: Option<Arc<dyn PhysicalExpr>>,
     pub batch_size: usize,
     pub metrics: PartitionMetrics,
+    /// The partition's share of the query's memory pool: the blobs of its fetches in flight
+    /// and its decompression buffers.
+    pub memory: MemoryReservation,
 }
 
 /// Prefetched blocks per partition.
 const AHEAD: usize = 2;
+
+/// The bytes a block's blob takes, as its metadata row says.
+fn blob_bytes(block: &BlockRecord) -> usize {
+    usize::try_from(block.payload_size).unwrap_or(0)
+}
 
 struct Reader {
     args: PartitionArgs,
@@ -58,6 +67,8 @@ struct Reader {
     needs_sort: bool,
     pruning: TimePruning,
     done: bool,
+    /// Bytes reserved for the decoder's reused buffers.
+    decoder_reserved: usize,
 }
 
 pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream {
@@ -85,6 +96,7 @@ pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream
         last_time: None,
         needs_sort: false,
         done: false,
+        decoder_reserved: 0,
     };
     let stream = futures::stream::unfold(Box::new(reader), |mut reader| async move {
         reader.next().await.map(|item| (item, reader))
@@ -100,16 +112,33 @@ impl Reader {
     }
 
     /// Starts fetches up to `AHEAD` in flight, skipping blocks the pushed filters exclude.
-    fn refill(&mut self) {
+    /// Each fetch reserves its blob's size first; when the pool cannot hold it, fewer fetches
+    /// run ahead, and a block that does not fit even alone fails the query, named.
+    fn refill(&mut self) -> Result<(), DataFusionError> {
         while self.pending.len() < AHEAD && !self.limit_reached() {
             let Some(block) = self.blocks.pop_front() else {
-                return;
+                return Ok(());
             };
             let (min, max) = self.args.state.time_bounds(&block);
             if self.pruning.cannot_match(min, max) {
                 self.args.metrics.blocks_pruned.add(1);
                 self.args.runtime.registration.release(block.block_id);
                 continue;
+            }
+            if let Err(e) = self.args.memory.try_grow(blob_bytes(&block)) {
+                if self.pending.is_empty() {
+                    return Err(DataFusionError::ResourcesExhausted(format!(
+                        "block {} of stream {} (process {}) needs {} bytes to be read, more than \
+                         the query's memory has left: {e}",
+                        block.block_id,
+                        block.stream_id,
+                        self.args.state.process_id,
+                        blob_bytes(&block)
+                    )));
+                }
+                self.args.metrics.fetches_deferred.add(1);
+                self.blocks.push_front(block);
+                return Ok(());
             }
             let future = fetch(
                 self.args.state.clone(),
@@ -120,6 +149,28 @@ impl Reader {
             self.pending
                 .push_back(Box::pin(SpawnedFetch(tokio::spawn(future))));
         }
+        Ok(())
+    }
+
+    /// After a block: its blob's reservation goes, the decoder's buffers are accounted as they
+    /// now are.
+    fn account_decoded(&mut self, block: &BlockRecord) -> Result<(), DataFusionError> {
+        self.args.memory.shrink(blob_bytes(block));
+        let now = self.decoder.buffer_bytes();
+        if now > self.decoder_reserved {
+            self.args
+                .memory
+                .try_grow(now - self.decoder_reserved)
+                .map_err(|e| {
+                    DataFusionError::ResourcesExhausted(format!(
+                        "decompressing block {} of stream {} (process {}) took {now} bytes, more \
+                         than the query's memory has left: {e}",
+                        block.block_id, block.stream_id, self.args.state.process_id
+                    ))
+                })?;
+            self.decoder_reserved = now;
+        }
+        Ok(())
     }
 
     /// Decodes a fetched block into the current batch.
@@ -295,6 +346,7 @@ impl Reader {
     fn stop(&mut self) {
         self.done = true;
         self.pending = FuturesOrdered::new();
+        self.args.memory.free();
         self.ready.clear();
         for block in self.blocks.drain(..) {
             self.args.runtime.registration.release(block.block_id);
@@ -313,7 +365,10 @@ impl Reader {
             if self.done {
                 return None;
             }
-            self.refill();
+            if let Err(e) = self.refill() {
+                self.stop();
+                return Some(Err(e));
+            }
             // Keep filling the current batch only with blocks that are already here, and not at
             // all when filters are pushed from above: a TopK threshold only tightens when it
             // sees rows, so blocks are handed over one by one.
@@ -338,19 +393,22 @@ impl Reader {
                         .map_err(DataFusionError::from)
                         .and_then(|()| self.flush())
                 }
-                Some(Ok(fetched)) => self
-                    .decode(fetched)
-                    .map_err(DataFusionError::from)
-                    .and_then(|()| {
-                        if self.builder.len() >= self.args.batch_size
-                            || self.limit_reached()
-                            || self.args.pushed.is_some()
-                        {
-                            self.flush()
-                        } else {
-                            Ok(())
-                        }
-                    }),
+                Some(Ok(fetched)) => {
+                    let block = fetched.block.clone();
+                    self.decode(fetched)
+                        .map_err(DataFusionError::from)
+                        .and_then(|()| self.account_decoded(&block))
+                }
+                .and_then(|()| {
+                    if self.builder.len() >= self.args.batch_size
+                        || self.limit_reached()
+                        || self.args.pushed.is_some()
+                    {
+                        self.flush()
+                    } else {
+                        Ok(())
+                    }
+                }),
                 Some(Err(e)) => Err(e.into()),
             };
             if let Err(e) = result {

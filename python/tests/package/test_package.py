@@ -271,26 +271,6 @@ def test_a_host_of_another_major_version_is_refused(monkeypatch):
         ae._check_host()
 
 
-def test_a_forked_child_must_open_the_lake_again(lake, lake_dir):
-    child = os.fork()
-    if child == 0:  # the child: report through the exit code only
-        code = 0
-        try:
-            lake.table_functions()
-            code = 1  # the parent's lake was accepted
-        except RuntimeError as e:
-            code = 0 if "fork" in str(e) else 2
-        try:
-            again = ae.Lake.embedded(str(lake_dir))
-            if len(again.table_functions()) < 4:
-                code = 3
-        except BaseException:
-            code = 4
-        os._exit(code)
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-
-
 def test_imports_in_a_fresh_environment_with_only_datafusion(tmp_path):
     """The built wheel in a new virtual environment holding only datafusion 55.0.0 (and its
     pyarrow): it imports, records the demo, and answers a query."""

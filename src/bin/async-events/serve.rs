@@ -2,7 +2,7 @@
 
 use datafusion_async_events::Lake;
 use datafusion_async_events::provider::ScanOptions;
-use datafusion_async_events::server::{AsyncEventsFlightSql, ServerOptions};
+use datafusion_async_events::server::{AsyncEventsFlightSql, ServerOptions, Spill};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,18 +31,80 @@ pub struct ServeArgs {
     /// Seconds a query waits for a slot before failing with ResourceExhausted.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     queue_timeout: f64,
-    /// Memory of each query's sorts, joins and aggregates, in MiB (0: unlimited); a query that
-    /// needs more fails with ResourceExhausted.
+    /// Memory of all queries together, in MiB (0: unlimited): DataFusion's sorts, joins and
+    /// aggregates, blocks in flight, span maps and metadata listings; a query that cannot get
+    /// what it needs fails with ResourceExhausted.
+    #[arg(long, value_name = "MB", default_value_t = 4096)]
+    memory_mb: usize,
+    /// The most one query may take of --memory-mb, in MiB (0: all of it).
     #[arg(long, value_name = "MB", default_value_t = 1024)]
     query_memory_mb: usize,
+    /// Seconds a query may run, from arrival to last batch (0: no limit); the client's own
+    /// gRPC deadline applies when nearer. Past it the query is cancelled (DeadlineExceeded).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    query_timeout: f64,
+    /// Seconds a client may leave a batch unread before its query is cancelled (0: no limit).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Folder where sorts and aggregates that outgrow their memory spill; without it nothing
+    /// spills and such a query fails with ResourceExhausted.
+    #[arg(long, value_name = "PATH")]
+    spill_dir: Option<PathBuf>,
+    /// The most disk all spill files may take, in MiB (with --spill-dir).
+    #[arg(
+        long,
+        value_name = "MB",
+        default_value_t = 10240,
+        requires = "spill_dir"
+    )]
+    max_spill_mb: u64,
+}
+
+/// `seconds` as an optional limit (0: none).
+fn limit(name: &str, seconds: f64) -> Result<Option<Duration>, Failure> {
+    if seconds == 0.0 {
+        return Ok(None);
+    }
+    Duration::try_from_secs_f64(seconds)
+        .map(Some)
+        .map_err(|_| format!("--{name} {seconds}: not a number of seconds").into())
+}
+
+/// `megabytes` in bytes (0: none).
+fn megabytes(megabytes: usize) -> Option<usize> {
+    (megabytes > 0).then(|| megabytes.saturating_mul(1024 * 1024))
+}
+
+/// Refuses a token file that others than its owner may read.
+fn check_private(path: &std::path::Path) -> Result<(), Failure> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("--token-file {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "--token-file {}: readable by others than its owner (mode {:o}); run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn token(args: &ServeArgs) -> Result<Option<String>, Failure> {
     let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("--token-file {}: {e}", path.display()))?,
-        ),
+        Some(path) => {
+            check_private(path)?;
+            Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--token-file {}: {e}", path.display()))?,
+            )
+        }
         None => std::env::var(TOKEN_VAR).ok(),
     };
     match token.map(|t| t.trim().to_owned()) {
@@ -63,6 +125,12 @@ pub async fn run(lake: Lake, scan: ScanOptions, args: ServeArgs) -> Result<(), F
         )
         .into());
     }
+    if token.is_none() && !args.addr.ip().is_loopback() {
+        eprintln!(
+            "warning: --insecure: anyone who can reach {} can read the lake without a token",
+            args.addr
+        );
+    }
     let queue_timeout = Duration::try_from_secs_f64(args.queue_timeout).map_err(|_| {
         format!(
             "--queue-timeout {}: not a number of seconds",
@@ -76,7 +144,14 @@ pub async fn run(lake: Lake, scan: ScanOptions, args: ServeArgs) -> Result<(), F
         scan,
         max_concurrent_queries: args.max_concurrent_queries,
         queue_timeout,
-        query_memory: (args.query_memory_mb > 0).then(|| args.query_memory_mb * 1024 * 1024),
+        memory_limit: megabytes(args.memory_mb),
+        query_memory: megabytes(args.query_memory_mb),
+        query_timeout: limit("query-timeout", args.query_timeout)?,
+        idle_timeout: limit("idle-timeout", args.idle_timeout)?,
+        spill: args.spill_dir.map(|dir| Spill {
+            dir,
+            max_bytes: args.max_spill_mb.saturating_mul(1024 * 1024),
+        }),
         token: token.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -93,7 +168,7 @@ pub async fn run(lake: Lake, scan: ScanOptions, args: ServeArgs) -> Result<(), F
         }
     );
     std::io::stdout().flush()?;
-    AsyncEventsFlightSql::new(lake, options)
+    AsyncEventsFlightSql::new(lake, options)?
         .serve(listener, shutdown_signal())
         .await?;
     println!("stopped");

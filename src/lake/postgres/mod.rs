@@ -39,9 +39,15 @@ pub(crate) struct PgMeta {
 
 /// `properties` as two parallel text arrays (keys, values), in stored order.
 fn properties_sql(column: &str) -> String {
+    properties_sql_as(column, "")
+}
+
+/// [`properties_sql`] named `{prefix}property_keys` and `{prefix}property_values`, for a row
+/// holding the properties of two tables.
+fn properties_sql_as(column: &str, prefix: &str) -> String {
     format!(
-        "COALESCE((SELECT array_agg(p.key ORDER BY p.ord) FROM unnest({column}) WITH ORDINALITY AS p(key, value, ord)), '{{}}') AS property_keys, \
-         COALESCE((SELECT array_agg(p.value ORDER BY p.ord) FROM unnest({column}) WITH ORDINALITY AS p(key, value, ord)), '{{}}') AS property_values"
+        "COALESCE((SELECT array_agg(p.key ORDER BY p.ord) FROM unnest({column}) WITH ORDINALITY AS p(key, value, ord)), '{{}}') AS {prefix}property_keys, \
+         COALESCE((SELECT array_agg(p.value ORDER BY p.ord) FROM unnest({column}) WITH ORDINALITY AS p(key, value, ord)), '{{}}') AS {prefix}property_values"
     )
 }
 
@@ -85,8 +91,13 @@ where
 }
 
 fn properties(row: &PgRow) -> Result<Vec<(String, String)>> {
-    let keys: Vec<Option<String>> = get(row, "property_keys")?;
-    let values: Vec<Option<String>> = get(row, "property_values")?;
+    properties_of(row, "property_keys", "property_values")
+}
+
+/// The properties selected by [`properties_sql_as`].
+fn properties_of(row: &PgRow, keys: &str, values: &str) -> Result<Vec<(String, String)>> {
+    let keys: Vec<Option<String>> = get(row, keys)?;
+    let values: Vec<Option<String>> = get(row, values)?;
     Ok(keys
         .into_iter()
         .zip(values)

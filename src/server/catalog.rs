@@ -1,0 +1,111 @@
+//! The Flight SQL metadata commands, answered from the serving session's own catalog with the
+//! builders of `arrow_flight::sql::metadata`.
+
+use super::status::one_line;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, SqlInfo,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::TableType;
+use datafusion::prelude::SessionContext;
+use tonic::Status;
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(one_line(&e.to_string()))
+}
+
+/// The Flight SQL name of a table type.
+fn type_name(table_type: TableType) -> &'static str {
+    match table_type {
+        TableType::Base => "TABLE",
+        TableType::View => "VIEW",
+        TableType::Temporary => "LOCAL TEMPORARY",
+    }
+}
+
+/// Every (catalog, schema) of the session.
+fn schemas(ctx: &SessionContext) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for catalog in ctx.catalog_names() {
+        if let Some(provider) = ctx.catalog(&catalog) {
+            for schema in provider.schema_names() {
+                out.push((catalog.clone(), schema));
+            }
+        }
+    }
+    out
+}
+
+/// `GetCatalogs`.
+pub(crate) fn catalogs(ctx: &SessionContext) -> Result<RecordBatch, Status> {
+    let mut builder = CommandGetCatalogs {}.into_builder();
+    for catalog in ctx.catalog_names() {
+        builder.append(catalog);
+    }
+    builder.build().map_err(internal)
+}
+
+/// `GetDbSchemas` (the builder applies the catalog and pattern filters).
+pub(crate) fn db_schemas(
+    ctx: &SessionContext,
+    query: CommandGetDbSchemas,
+) -> Result<RecordBatch, Status> {
+    let mut builder = query.into_builder();
+    for (catalog, schema) in schemas(ctx) {
+        builder.append(catalog, schema);
+    }
+    builder.build().map_err(internal)
+}
+
+/// `GetTables`, with each table's Arrow schema when asked.
+pub(crate) async fn tables(
+    ctx: &SessionContext,
+    query: CommandGetTables,
+) -> Result<RecordBatch, Status> {
+    let mut builder = query.into_builder();
+    for (catalog, schema) in schemas(ctx) {
+        let Some(provider) = ctx.catalog(&catalog).and_then(|c| c.schema(&schema)) else {
+            continue;
+        };
+        for name in provider.table_names() {
+            if let Some(table) = provider.table(&name).await.map_err(internal)? {
+                let table_type = type_name(table.table_type());
+                builder
+                    .append(&catalog, &schema, &name, table_type, &table.schema())
+                    .map_err(internal)?;
+            }
+        }
+    }
+    builder.build().map_err(internal)
+}
+
+/// `GetTableTypes`.
+pub(crate) fn table_types() -> Result<RecordBatch, Status> {
+    let mut builder = CommandGetTableTypes {}.into_builder();
+    for table_type in [TableType::Base, TableType::View, TableType::Temporary] {
+        builder.append(type_name(table_type));
+    }
+    builder.build().map_err(internal)
+}
+
+/// What `GetSqlInfo` answers: only facts that hold for this server.
+pub(crate) fn sql_info() -> Result<SqlInfoData, Status> {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "datafusion-async-events");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    // Nothing is ever written: DDL, DML and statements are refused.
+    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder.append(SqlInfo::FlightSqlServerSql, true);
+    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
+    // No transactions (FlightSqlServerTransaction: 0 = none).
+    builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+    builder.append(SqlInfo::FlightSqlServerCancel, false);
+    builder.append(SqlInfo::SqlDdlCatalog, false);
+    builder.append(SqlInfo::SqlDdlSchema, false);
+    builder.append(SqlInfo::SqlDdlTable, false);
+    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    builder.append(SqlInfo::SqlTransactionsSupported, false);
+    builder.build().map_err(internal)
+}
