@@ -664,6 +664,35 @@ async fn catalog_commands_list_the_sessions_tables() {
         .unwrap();
     let batches = fetch_all(&mut client, info).await;
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    // No keys here: answered empty, not unimplemented.
+    let info = client
+        .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: None,
+            table: "blocks".into(),
+        })
+        .await
+        .unwrap();
+    let keys = fetch_all(&mut client, info).await;
+    assert_eq!(keys.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    let info = client
+        .get_imported_keys(arrow_flight::sql::CommandGetImportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "blocks".into(),
+        })
+        .await
+        .unwrap();
+    let schema = info.clone().try_decode_schema().unwrap();
+    assert!(schema.field_with_name("fk_table_name").is_ok());
+    assert_eq!(
+        fetch_all(&mut client, info)
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        0
+    );
     // information_schema answers, for the tools that read it instead.
     let routines = do_get(
         &mut client,

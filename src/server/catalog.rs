@@ -7,8 +7,10 @@ use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, SqlInfo,
 };
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
+use std::sync::Arc;
 use tonic::Status;
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -108,4 +110,41 @@ pub(crate) fn sql_info() -> Result<SqlInfoData, Status> {
     builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     builder.append(SqlInfo::SqlTransactionsSupported, false);
     builder.build().map_err(internal)
+}
+
+/// The result schema of `GetPrimaryKeys`, as the Flight SQL specification gives it.
+pub(crate) fn primary_keys_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ])
+}
+
+/// The result schema of `GetExportedKeys`, `GetImportedKeys` and `GetCrossReference`.
+pub(crate) fn foreign_keys_schema() -> Schema {
+    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    Schema::new(vec![
+        text("pk_catalog_name", true),
+        text("pk_db_schema_name", true),
+        text("pk_table_name", false),
+        text("pk_column_name", false),
+        text("fk_catalog_name", true),
+        text("fk_db_schema_name", true),
+        text("fk_table_name", false),
+        text("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        text("fk_key_name", true),
+        text("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ])
+}
+
+/// No rows of `schema`: the tables here have no primary or foreign keys.
+pub(crate) fn no_keys(schema: Schema) -> RecordBatch {
+    RecordBatch::new_empty(Arc::new(schema))
 }
