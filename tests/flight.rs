@@ -580,6 +580,10 @@ async fn fetch_all(
     out
 }
 
+fn total_rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
 fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
     batches
         .iter()
@@ -663,7 +667,7 @@ async fn catalog_commands_list_the_sessions_tables() {
         .await
         .unwrap();
     let batches = fetch_all(&mut client, info).await;
-    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    assert_eq!(total_rows(&batches), 2);
     // No keys here: answered empty, not unimplemented.
     let info = client
         .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys {
@@ -674,7 +678,7 @@ async fn catalog_commands_list_the_sessions_tables() {
         .await
         .unwrap();
     let keys = fetch_all(&mut client, info).await;
-    assert_eq!(keys.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    assert_eq!(total_rows(&keys), 0);
     let info = client
         .get_imported_keys(arrow_flight::sql::CommandGetImportedKeys {
             catalog: None,
@@ -685,14 +689,7 @@ async fn catalog_commands_list_the_sessions_tables() {
         .unwrap();
     let schema = info.clone().try_decode_schema().unwrap();
     assert!(schema.field_with_name("fk_table_name").is_ok());
-    assert_eq!(
-        fetch_all(&mut client, info)
-            .await
-            .iter()
-            .map(|b| b.num_rows())
-            .sum::<usize>(),
-        0
-    );
+    assert_eq!(total_rows(&fetch_all(&mut client, info).await), 0);
     // information_schema answers, for the tools that read it instead.
     let routines = do_get(
         &mut client,

@@ -60,14 +60,18 @@ pub struct ServeArgs {
     max_spill_mb: u64,
 }
 
+/// The value of option `--name` in seconds.
+fn seconds(name: &str, seconds: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("--{name} {seconds}: not a number of seconds").into())
+}
+
 /// `seconds` as an optional limit (0: none).
-fn limit(name: &str, seconds: f64) -> Result<Option<Duration>, Failure> {
-    if seconds == 0.0 {
+fn limit(name: &str, value: f64) -> Result<Option<Duration>, Failure> {
+    if value == 0.0 {
         return Ok(None);
     }
-    Duration::try_from_secs_f64(seconds)
-        .map(Some)
-        .map_err(|_| format!("--{name} {seconds}: not a number of seconds").into())
+    seconds(name, value).map(Some)
 }
 
 /// `megabytes` in bytes (0: none).
@@ -131,12 +135,7 @@ pub async fn run(lake: Lake, scan: ScanOptions, args: ServeArgs) -> Result<(), F
             args.addr
         );
     }
-    let queue_timeout = Duration::try_from_secs_f64(args.queue_timeout).map_err(|_| {
-        format!(
-            "--queue-timeout {}: not a number of seconds",
-            args.queue_timeout
-        )
-    })?;
+    let queue_timeout = seconds("queue-timeout", args.queue_timeout)?;
     if args.max_concurrent_queries == 0 {
         return Err("--max-concurrent-queries must be at least 1".into());
     }
