@@ -632,7 +632,7 @@ async fn catalog_commands_list_the_sessions_tables() {
     let batches = fetch_all(&mut client, info).await;
     let mut names = strings(&batches, "table_name");
     names.sort();
-    assert_eq!(names, ["blocks", "processes", "streams"]);
+    assert_eq!(names, ["blocks", "processes", "streams", "table_functions"]);
     // Each table's schema, as IPC: the same as a query of the table sends.
     let schemas = batches[0]
         .column_by_name("table_schema")
@@ -698,6 +698,52 @@ async fn catalog_commands_list_the_sessions_tables() {
     .await
     .unwrap();
     assert_eq!(count(&routines), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_the_server_lists_is_one_its_sql_accepts() {
+    use arrow_flight::sql::{CommandGetXdbcTypeInfo, XdbcDataType};
+    let (t, _) = lake_with_recording(Backend::Sqlite).await;
+    let server = serve(&t.lake, ServerOptions::default()).await;
+    let mut client = client(&server).await;
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let batches = fetch_all(&mut client, info).await;
+    let names = strings(&batches, "type_name");
+    assert!(names.len() >= 10, "{names:?}");
+    for name in ["BIGINT", "VARCHAR", "TIMESTAMP", "DOUBLE", "BOOLEAN"] {
+        assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+    }
+    // Each name is one the server's SQL takes in a CAST.
+    for name in &names {
+        let sql = format!("SELECT CAST(NULL AS {name}) AS v");
+        let batches = do_get(&mut client, &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        assert_eq!(total_rows(&batches), 1, "{sql}");
+    }
+    // Rows come ordered by data type, as the specification asks, and a filter keeps one kind.
+    let codes: Vec<i32> = batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name("data_type").unwrap();
+            c.as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert!(codes.is_sorted(), "{codes:?}");
+    let varchar = XdbcDataType::XdbcVarchar as i32;
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo {
+            data_type: Some(varchar),
+        })
+        .await
+        .unwrap();
+    let filtered = fetch_all(&mut client, info).await;
+    assert_eq!(strings(&filtered, "type_name"), ["VARCHAR"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

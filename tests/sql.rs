@@ -8,7 +8,7 @@ mod common;
 use common::lakes::{Backend, open, store};
 use common::sql::{context, lines, query, reference, sorted_lines};
 use common::workload::{self, SHARED_TOPS, shared_recording};
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
 
 async fn lake_with_workload(backend: Backend) -> (common::lakes::TestLake, uuid::Uuid) {
@@ -176,6 +176,34 @@ on_both! {
         assert_eq!(lines(&streams), [format!("{}|{events}|true", rec.blocks.len())]);
         let err = common::sql::query_err(&ctx, "SELECT * FROM thread_streams('global')").await;
         assert!(err.contains("'global' is not supported"), "{err}");
+    }
+
+    async fn table_functions_lists_every_function_with_an_example_that_runs(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        let docs = query(&ctx, "SELECT function_name, arguments, example FROM table_functions").await;
+        let names: Vec<String> = docs.iter().flat_map(|b| {
+            let c = b.column(0).as_string::<i32>();
+            (0..c.len()).map(|i| c.value(i).to_owned()).collect::<Vec<_>>()
+        }).collect();
+        // Exactly the table functions DataFusion has registered, beyond its own.
+        let own = datafusion::prelude::SessionContext::new().state().table_functions().len();
+        let registered = ctx.state().table_functions().keys().cloned().collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(registered.len() - own, names.len(), "{registered:?} against {names:?}");
+        for name in &names {
+            assert!(registered.contains(name), "{name} is listed but not registered");
+        }
+        assert!(names.contains(&"async_spans".to_owned()), "{names:?}");
+        // Every example runs as written, once given a process id.
+        for b in &docs {
+            let examples = b.column(2).as_string::<i32>();
+            for i in 0..examples.len() {
+                let sql = examples.value(i).replace("<process_id>", &pid.to_string());
+                let rows = query(&ctx, &sql).await;
+                let n: usize = rows.iter().map(|r| r.num_rows()).sum();
+                assert!(n > 0, "{sql} gave no rows");
+            }
+        }
     }
 
     async fn global_access_fails(backend: Backend) {

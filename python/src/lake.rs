@@ -143,6 +143,19 @@ impl Lake {
             .collect())
     }
 
+    /// The `table_functions` table: each table function with its arguments, results and an
+    /// example (see `register`).
+    fn functions_table(&self) -> PyResult<Table> {
+        let names: Vec<&str> =
+            datafusion_async_events::table_functions(self.get()?, ScanOptions::default())
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+        let table = datafusion_async_events::udtf::table_functions_table(&names)
+            .map_err(|e| PyException::new_err(e.to_string()))?;
+        Table::new(table, "table table_functions".to_owned())
+    }
+
     /// The lake's `processes`, `streams` and `blocks` tables, by name (see `register`).
     fn metadata_tables(&self) -> PyResult<Vec<(&'static str, Table)>> {
         let lake = self.get()?;

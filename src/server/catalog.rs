@@ -2,9 +2,12 @@
 //! builders of `arrow_flight::sql::metadata`.
 
 use super::status::one_line;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, SqlInfo,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, Nullable,
+    Searchable, SqlInfo, XdbcDataType, XdbcDatetimeSubcode,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -109,6 +112,101 @@ pub(crate) fn sql_info() -> Result<SqlInfoData, Status> {
     builder.append(SqlInfo::SqlDdlTable, false);
     builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     builder.append(SqlInfo::SqlTransactionsSupported, false);
+    builder.build().map_err(internal)
+}
+
+/// The SQL types `GetXdbcTypeInfo` lists: those this server's SQL accepts in `CAST` and
+/// column definitions, under the name it accepts (tests/flight.rs casts to each one).
+const SQL_TYPES: &[(&str, XdbcDataType, Option<i32>)] = &[
+    ("BOOLEAN", XdbcDataType::XdbcBit, Some(1)),
+    ("TINYINT", XdbcDataType::XdbcTinyint, Some(3)),
+    ("SMALLINT", XdbcDataType::XdbcSmallint, Some(5)),
+    ("INTEGER", XdbcDataType::XdbcInteger, Some(10)),
+    ("BIGINT", XdbcDataType::XdbcBigint, Some(19)),
+    ("TINYINT UNSIGNED", XdbcDataType::XdbcTinyint, Some(3)),
+    ("SMALLINT UNSIGNED", XdbcDataType::XdbcSmallint, Some(5)),
+    ("INTEGER UNSIGNED", XdbcDataType::XdbcInteger, Some(10)),
+    ("BIGINT UNSIGNED", XdbcDataType::XdbcBigint, Some(20)),
+    ("REAL", XdbcDataType::XdbcReal, Some(24)),
+    ("DOUBLE", XdbcDataType::XdbcDouble, Some(53)),
+    ("DECIMAL", XdbcDataType::XdbcDecimal, Some(38)),
+    ("VARCHAR", XdbcDataType::XdbcVarchar, None),
+    ("BYTEA", XdbcDataType::XdbcVarbinary, None),
+    ("DATE", XdbcDataType::XdbcDate, Some(10)),
+    ("TIME", XdbcDataType::XdbcTime, Some(18)),
+    ("TIMESTAMP", XdbcDataType::XdbcTimestamp, Some(29)),
+    ("INTERVAL", XdbcDataType::XdbcInterval, None),
+];
+
+/// One row of `GetXdbcTypeInfo`, its details following from the type's kind.
+fn xdbc_type(name: &str, data_type: XdbcDataType, column_size: Option<i32>) -> XdbcTypeInfo {
+    use XdbcDataType as T;
+    let exact = matches!(
+        data_type,
+        T::XdbcTinyint | T::XdbcSmallint | T::XdbcInteger | T::XdbcBigint | T::XdbcDecimal
+    );
+    let approximate = matches!(data_type, T::XdbcReal | T::XdbcDouble);
+    let (sql_data_type, datetime_subcode) = match data_type {
+        T::XdbcDate => (T::XdbcDatetime, Some(XdbcDatetimeSubcode::XdbcSubcodeYear)),
+        T::XdbcTime => (T::XdbcDatetime, Some(XdbcDatetimeSubcode::XdbcSubcodeTime)),
+        T::XdbcTimestamp => (
+            T::XdbcDatetime,
+            Some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp),
+        ),
+        other => (other, None),
+    };
+    // How a literal of the type is written.
+    let (prefix, suffix) = match data_type {
+        T::XdbcVarchar => (Some("'"), Some("'")),
+        T::XdbcVarbinary => (Some("X'"), Some("'")),
+        T::XdbcDate => (Some("DATE '"), Some("'")),
+        T::XdbcTime => (Some("TIME '"), Some("'")),
+        T::XdbcTimestamp => (Some("TIMESTAMP '"), Some("'")),
+        T::XdbcInterval => (Some("INTERVAL '"), Some("'")),
+        _ => (None, None),
+    };
+    let text = data_type == T::XdbcVarchar;
+    XdbcTypeInfo {
+        type_name: name.to_owned(),
+        data_type,
+        column_size,
+        literal_prefix: prefix.map(str::to_owned),
+        literal_suffix: suffix.map(str::to_owned),
+        create_params: (data_type == T::XdbcDecimal)
+            .then(|| vec!["precision".to_owned(), "scale".to_owned()]),
+        nullable: Nullable::NullabilityNullable,
+        case_sensitive: text,
+        // LIKE works on text only; every type compares with `=` and `<`.
+        searchable: if text {
+            Searchable::Full
+        } else {
+            Searchable::Basic
+        },
+        unsigned_attribute: (exact || approximate).then(|| name.ends_with("UNSIGNED")),
+        fixed_prec_scale: false,
+        auto_increment: (exact || approximate).then_some(false),
+        local_type_name: Some(name.to_owned()),
+        minimum_scale: (data_type == T::XdbcDecimal).then_some(0),
+        maximum_scale: (data_type == T::XdbcDecimal).then_some(38),
+        sql_data_type,
+        datetime_subcode,
+        num_prec_radix: if exact {
+            Some(10)
+        } else if approximate {
+            Some(2)
+        } else {
+            None
+        },
+        interval_precision: None,
+    }
+}
+
+/// What `GetXdbcTypeInfo` answers.
+pub(crate) fn xdbc_type_info() -> Result<XdbcTypeInfoData, Status> {
+    let mut builder = XdbcTypeInfoDataBuilder::new();
+    for &(name, data_type, column_size) in SQL_TYPES {
+        builder.append(xdbc_type(name, data_type, column_size));
+    }
     builder.build().map_err(internal)
 }
 

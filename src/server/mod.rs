@@ -47,19 +47,19 @@ use crate::lake::Lake;
 use crate::metadata_tables::register_metadata_tables;
 use crate::provider::ScanOptions;
 use crate::time_bounds::{TimeBounds, parse_time};
-use crate::udtf::TableFunctions;
+use crate::udtf::{BoundParameters, TableFunctions};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::metadata::SqlInfoData;
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetCrossReference,
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket};
 use datafusion::arrow::array::RecordBatch;
@@ -164,16 +164,20 @@ pub struct AsyncEventsFlightSql {
     redactor: Arc<Redactor>,
     /// The id of the next query, for its log line and error messages.
     next_query: Arc<AtomicU64>,
-    /// What `GetSqlInfo` answers.
-    sql_info: Arc<SqlInfoAnswers>,
+    /// What `GetSqlInfo` and `GetXdbcTypeInfo` answer.
+    answers: Arc<FixedAnswers>,
 }
 
-/// What `GetSqlInfo` answers (arrow-flight's `SqlInfoData`, which has no `Debug`).
-struct SqlInfoAnswers(SqlInfoData);
+/// What `GetSqlInfo` and `GetXdbcTypeInfo` answer, built once (arrow-flight's types have no
+/// `Debug`).
+struct FixedAnswers {
+    sql_info: SqlInfoData,
+    xdbc_types: XdbcTypeInfoData,
+}
 
-impl std::fmt::Debug for SqlInfoAnswers {
+impl std::fmt::Debug for FixedAnswers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SqlInfoAnswers")
+        f.write_str("FixedAnswers")
     }
 }
 
@@ -327,9 +331,10 @@ impl AsyncEventsFlightSql {
             runtime,
             redactor,
             next_query: Arc::new(AtomicU64::new(1)),
-            sql_info: Arc::new(SqlInfoAnswers(catalog::sql_info().map_err(|e| {
-                datafusion::error::DataFusionError::Internal(e.to_string())
-            })?)),
+            answers: Arc::new(FixedAnswers {
+                sql_info: catalog::sql_info().map_err(status_error)?,
+                xdbc_types: catalog::xdbc_type_info().map_err(status_error)?,
+            }),
         })
     }
 
@@ -391,23 +396,36 @@ impl AsyncEventsFlightSql {
     }
 
     /// Plans a query, read-only, refusing calls that would build huge arrays.
-    /// `?` placeholders are read as `$1`, `$2`, …; bound parameters are applied.
+    /// `?` placeholders are read as `$1`, `$2`, …; bound parameters are applied. While
+    /// `preparing`, table function arguments that are placeholders plan tables of no process.
     async fn plan(
         &self,
         statement: &Statement,
         settings: &RequestSettings,
         query_id: u64,
+        preparing: bool,
     ) -> Result<DataFrame, Status> {
         let ctx = self.context(settings)?;
         let read_only = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        let values = statement.param_values();
+        // For table function arguments, which are read while the plan is made.
+        let bound = match &values {
+            Some(values) => Some(BoundParameters::Values(values.clone())),
+            None => preparing.then_some(BoundParameters::Pending),
+        };
+        if let Some(bound) = bound {
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            state.config_mut().set_extension(Arc::new(bound));
+        }
         let mut df = ctx
             .sql_with_options(&number_placeholders(&statement.sql), read_only)
             .await
             .map_err(|e| self.redactor.status(&e, query_id))?;
-        if let Some(values) = statement.param_values() {
+        if let Some(values) = values {
             df = df
                 .with_param_values(values)
                 .map_err(|e| self.redactor.status(&e, query_id))?;
@@ -462,7 +480,7 @@ impl AsyncEventsFlightSql {
                 settings.preserve_dictionary,
             );
             let permit = self.slot().await?;
-            let df = self.plan(statement, &settings, log.id).await?;
+            let df = self.plan(statement, &settings, log.id, false).await?;
             let batches = df
                 .execute_stream()
                 .await
@@ -502,7 +520,7 @@ impl AsyncEventsFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let settings = RequestSettings::from_headers(request.metadata())?;
         let id = self.next_query.fetch_add(1, Ordering::Relaxed);
-        let df = self.plan(statement, &settings, id).await?;
+        let df = self.plan(statement, &settings, id, false).await?;
         let schema = sent_schema(df.schema().as_arrow(), settings.preserve_dictionary);
         let ticket = TicketStatementQuery {
             statement_handle: statement.encode()?.into(),
@@ -590,7 +608,7 @@ impl FlightSqlService for AsyncEventsFlightSql {
             sql: query.query,
             parameters: Vec::new(),
         };
-        let df = self.plan(&statement, &settings, id).await?;
+        let df = self.plan(&statement, &settings, id, true).await?;
         let schema = sent_schema(df.schema().as_arrow(), settings.preserve_dictionary);
         let parameters = parameter_schema(df.logical_plan())?;
         // The handle is the SQL itself: the micromegas client reads it back as the query.
@@ -714,7 +732,7 @@ impl FlightSqlService for AsyncEventsFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&self.sql_info.0).schema();
+        let schema = query.clone().into_builder(&self.answers.sql_info).schema();
         command_info(&schema, query.as_any(), request)
     }
 
@@ -724,7 +742,28 @@ impl FlightSqlService for AsyncEventsFlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let batch = query
-            .into_builder(&self.sql_info.0)
+            .into_builder(&self.answers.sql_info)
+            .build()
+            .map_err(|e| Status::internal(status::one_line(&e.to_string())))?;
+        one_batch(batch)
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&self.answers.xdbc_types).schema();
+        command_info(&schema, query.as_any(), request)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = query
+            .into_builder(&self.answers.xdbc_types)
             .build()
             .map_err(|e| Status::internal(status::one_line(&e.to_string())))?;
         one_batch(batch)
@@ -795,6 +834,11 @@ impl FlightSqlService for AsyncEventsFlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// A status from building a fixed answer, as the error `new` returns.
+fn status_error(status: Status) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Internal(status.message().to_owned())
 }
 
 /// A schema as the IPC message Flight SQL carries.

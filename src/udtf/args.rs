@@ -1,18 +1,62 @@
 //! Table function arguments, checked when the query is planned, without I/O: the process id
 //! must be a UUID (`'global'` is refused: the views are per process), time bounds timestamps or
-//! RFC 3339 strings (`NULL` leaves a side open).
+//! RFC 3339 strings (`NULL` leaves a side open). Placeholders (`$1`) take the values a host bound
+//! ([`BoundParameters`]).
 
 use crate::time_bounds::{TimeBounds, parse_time};
 use datafusion::catalog::TableFunctionArgs;
-use datafusion::common::{DFSchema, Result, ScalarValue, plan_err};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, ParamValues, Result, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// The values bound to a statement's placeholders, for the arguments of table functions.
+/// DataFusion binds parameters to a plan once it is made, but a table function is called while
+/// it is made: a host that binds parameters (the Flight SQL server) puts them in the session's
+/// config as this extension, so that `async_events($1)` reads the bound process id.
+#[derive(Debug)]
+pub enum BoundParameters {
+    /// The values, by placeholder.
+    Values(ParamValues),
+    /// The statement is being prepared and its values come later: a placeholder process id
+    /// plans a table of the right schema (of no process), a placeholder time bound an open side.
+    Pending,
+}
+
+fn bound(args: &TableFunctionArgs) -> Option<Arc<BoundParameters>> {
+    args.session().config().get_extension::<BoundParameters>()
+}
+
+/// `expr` with each placeholder that has a bound value replaced by that value (by NULL while
+/// the statement is prepared).
+fn bind(args: &TableFunctionArgs, expr: &Expr) -> Expr {
+    let Some(bound) = bound(args) else {
+        return expr.clone();
+    };
+    expr.clone()
+        .transform(|e| match e {
+            Expr::Placeholder(p) => Ok(match &*bound {
+                BoundParameters::Values(values) => {
+                    match values.get_placeholders_with_values(&p.id) {
+                        Ok(v) => Transformed::yes(Expr::Literal(v.value, v.metadata)),
+                        Err(_) => Transformed::no(Expr::Placeholder(p)),
+                    }
+                }
+                BoundParameters::Pending => {
+                    Transformed::yes(Expr::Literal(ScalarValue::Null, None))
+                }
+            }),
+            other => Ok(Transformed::no(other)),
+        })
+        .map_or_else(|_| expr.clone(), |t| t.data)
+}
+
 /// The value of a column-free argument (DataFusion usually folds them before the call).
 pub(crate) fn constant(args: &TableFunctionArgs, expr: &Expr) -> Option<ScalarValue> {
+    let expr = &bind(args, expr);
     if let Expr::Literal(v, _) = expr {
         return Some(v.clone());
     }
@@ -45,6 +89,11 @@ pub(crate) fn string_arg(function: &str, what: &str, value: Option<ScalarValue>)
 
 /// A process id argument: a UUID string, not `'global'`.
 pub(crate) fn process_arg(function: &str, args: &TableFunctionArgs, expr: &Expr) -> Result<Uuid> {
+    if matches!(expr, Expr::Placeholder(_))
+        && matches!(bound(args).as_deref(), Some(BoundParameters::Pending))
+    {
+        return Ok(Uuid::nil());
+    }
     let text = string_arg(function, "process id", constant(args, expr))?;
     parse_process_id(function, &text)
 }

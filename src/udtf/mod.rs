@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `async_events(pid [, begin, end])`, `async_spans(pid [, begin, end])`, `view_instance(view_set, pid)`, `thread_streams(pid)` | `events.rs` |
 //! | `perfetto_trace_chunks(pid, span_types [, begin, end])` (feature `timeline`) | `perfetto.rs` |
+//! | the `table_functions` table, which lists them for clients that browse tables | `documentation.rs` |
 //!
 //! Arguments are checked when the query is planned, without I/O (`args.rs`); whether the
 //! process exists is known when the scan is planned. The functions made by one
@@ -11,12 +12,14 @@
 //! scans of one query share (the two sides of a self-join).
 
 mod args;
+mod documentation;
 mod events;
 #[cfg(feature = "timeline")]
 mod perfetto;
 
 pub(crate) use args::constant;
-pub use args::parse_process_id;
+pub use args::{BoundParameters, parse_process_id};
+pub use documentation::{TABLE_FUNCTIONS_TABLE, table_functions_table};
 
 use crate::lake::{Lake, LakeRegistry};
 use crate::predicate_fixes::install_predicate_fixes;
@@ -37,7 +40,7 @@ pub const SPANS_VIEW_SET: &str = "async_spans";
 /// Registers `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin,
 /// end])` (one row per span, begin and end paired), `view_instance('async_events' |
 /// 'async_spans', process_id)` and `thread_streams(process_id)` (the thread names behind
-/// `stream_id`) on a session.
+/// `stream_id`) on a session, and the `table_functions` table that lists them.
 ///
 /// ```no_run
 /// # async fn run() -> datafusion::common::Result<()> {
@@ -121,7 +124,8 @@ impl TableFunctions {
         functions
     }
 
-    /// Installs the functions on a session, with the analyzer rule that corrects two DataFusion
+    /// Installs the functions on a session, and the `table_functions` table that lists them
+    /// (their arguments, results and an example), with the analyzer rule that corrects two DataFusion
     /// 55.2 bugs ([`PredicateFixes`](crate::PredicateFixes)). The lake is also added to the process's
     /// [`LakeRegistry`] and, with the caches, installed as extensions of the session's config
     /// (unless it has them): a plan decoded in this process (see the `codec` feature) finds its
@@ -140,7 +144,13 @@ impl TableFunctions {
                 config.set_extension(self.caches.clone());
             }
         }
-        for (name, function) in self.functions() {
+        let functions = self.functions();
+        let names: Vec<&str> = functions.iter().map(|(name, _)| *name).collect();
+        // Built from constants and checked by the tests: it cannot fail at run time.
+        if let Ok(table) = table_functions_table(&names) {
+            let _ = ctx.register_table(TABLE_FUNCTIONS_TABLE, table);
+        }
+        for (name, function) in functions {
             ctx.register_udtf(name, function);
         }
         install_predicate_fixes(ctx);

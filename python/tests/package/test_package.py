@@ -180,6 +180,15 @@ def test_spans_table_and_thread_streams_table(ctx, lake, pid):
     assert slow["name"]
 
 
+def test_table_functions_lists_each_registered_function(ctx, pid):
+    listed = ctx.sql("SELECT function_name, example FROM table_functions").to_pydict()
+    assert "async_events" in listed["function_name"], listed
+    # Each listed function is one the session can call: its example runs.
+    for name, example in zip(listed["function_name"], listed["example"]):
+        rows = ctx.sql(example.replace("<process_id>", str(pid))).to_pydict()
+        assert any(len(v) for v in rows.values()), (name, example)
+
+
 def test_results_arrive_as_arrow_and_pandas(ctx, pid):
     table = ctx.sql(f"SELECT * FROM async_events('{pid}') LIMIT 5").to_arrow_table()
     assert str(table.schema.field("time").type) == "timestamp[ns, tz=+00:00]"
