@@ -16,5 +16,7 @@ cargo test --features recorder "$@"
 # building the CLI for the Python tests with the same set reuses it).
 export ASYNC_EVENTS_TEST_FEATURES="${ASYNC_EVENTS_TEST_FEATURES:-server,distributed,ballista}"
 cargo test --features "$ASYNC_EVENTS_TEST_FEATURES" "$@"
+# Answers compared with micromegas's own DataFusion extensions (compat/, a workspace member).
+cargo test -p datafusion-async-events-compat "$@"
 # The Flight SQL server with the micromegas Python client (a virtual environment, pip).
 scripts/python-tests.sh

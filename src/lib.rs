@@ -46,6 +46,7 @@ pub mod lake;
 pub mod lints;
 pub mod metadata_tables;
 pub mod predicate_fixes;
+pub mod properties;
 pub mod provider;
 #[cfg(feature = "recorder")]
 pub mod recorder;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The crate's top-level modules, lowest layer first. A module may import from its own layer
 /// and the ones below, never from above.
 const LAYERS: &[&[&str]] = &[
-    &["time_bounds", "predicate_fixes"],
+    &["time_bounds", "predicate_fixes", "properties"],
     &["format"],
     &["error"],
     &["lake"],

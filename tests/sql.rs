@@ -206,6 +206,30 @@ on_both! {
         }
     }
 
+    async fn property_functions_read_the_end_properties(backend: Backend) {
+        let (t, pid) = lake_with_workload(backend).await;
+        let ctx = context(&t.lake);
+        // Against DataFusion's own map access of the same column.
+        let by_function = query(&ctx, &format!(
+            "SELECT name, property_get(properties, 'ROWS') AS r, property_get(properties, 'kind') AS k,
+                    properties_length(properties) AS n,
+                    jsonb_as_string(jsonb_get(properties, 'rows')) AS j,
+                    jsonb_format_json(properties_to_jsonb(properties)) AS json
+             FROM async_events('{pid}') WHERE event_type = 'end' AND properties_length(properties) > 0
+             ORDER BY name, r, k")).await;
+        let by_map = query(&ctx, &format!(
+            "SELECT name, properties['rows'] AS r, properties['kind'] AS k,
+                    cardinality(map_keys(properties)) AS n, properties['rows'] AS j,
+                    CASE WHEN properties['rows'] IS NOT NULL THEN '{{\"rows\":\"' || properties['rows'] || '\"}}'
+                         ELSE '{{\"kind\":\"' || properties['kind'] || '\"}}' END AS json
+             FROM async_events('{pid}') WHERE event_type = 'end' AND cardinality(map_keys(properties)) > 0
+             ORDER BY name, r, k")).await;
+        let got = lines(&by_function);
+        assert_eq!(got, lines(&by_map));
+        assert!(got.iter().any(|l| l.starts_with("tagged_work|")), "{got:?}");
+        assert!(got.iter().any(|l| l.contains("|x|")), "{got:?}");
+    }
+
     async fn global_access_fails(backend: Backend) {
         let (t, _pid) = lake_with_workload(backend).await;
         let ctx = context(&t.lake);

@@ -23,6 +23,7 @@ pub use documentation::{TABLE_FUNCTIONS_TABLE, table_functions_table};
 
 use crate::lake::{Lake, LakeRegistry};
 use crate::predicate_fixes::install_predicate_fixes;
+use crate::properties::register_property_functions;
 use crate::provider::{AsyncEventsTable, ScanCaches, ScanOptions};
 use crate::spans::AsyncSpansTable;
 use crate::time_bounds::TimeBounds;
@@ -40,7 +41,9 @@ pub const SPANS_VIEW_SET: &str = "async_spans";
 /// Registers `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin,
 /// end])` (one row per span, begin and end paired), `view_instance('async_events' |
 /// 'async_spans', process_id)` and `thread_streams(process_id)` (the thread names behind
-/// `stream_id`) on a session, and the `table_functions` table that lists them.
+/// `stream_id`) on a session, the `table_functions` table that lists them, and the functions on
+/// `properties` columns micromegas users know (`property_get`, `jsonb_get`, …: see
+/// [`properties`](crate::properties)).
 ///
 /// ```no_run
 /// # async fn run() -> datafusion::common::Result<()> {
@@ -153,6 +156,7 @@ impl TableFunctions {
         for (name, function) in functions {
             ctx.register_udtf(name, function);
         }
+        register_property_functions(ctx);
         install_predicate_fixes(ctx);
     }
 
