@@ -48,11 +48,13 @@ from ._native import (
     Lake,
     LakeError,
     LakeFunction,
+    PropertyFunction,
     Table,
     ThreadStreamsTable,
     __version__,
     correct_sql,
     ffi_major_version,
+    property_functions,
 )
 
 
@@ -107,8 +109,10 @@ def register(ctx, lake, *, metadata_tables=True, span_margin_s=None,
     """Registers on `ctx` (a `datafusion.SessionContext`) the table functions
     `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin, end])`,
     `view_instance('async_events' | 'async_spans', process_id)` and
-    `thread_streams(process_id)`, the `table_functions` table that lists them, and, unless
-    `metadata_tables=False`, the lake's `processes`, `streams` and `blocks` tables.
+    `thread_streams(process_id)`, the `table_functions` table that lists them, the functions on
+    properties micromegas users know (`property_get`, `properties_length`, `jsonb_get`, …, see
+    `property_functions`), and, unless `metadata_tables=False`, the lake's `processes`,
+    `streams` and `blocks` tables.
 
     `span_margin_s`: how far (seconds, default 30) `async_spans`
     reads around a range for the other event of the spans crossing its edges;
@@ -124,6 +128,8 @@ def register(ctx, lake, *, metadata_tables=True, span_margin_s=None,
         # TableFunction(name, f, ctx) ties expression decoding to the context that runs the query.
         ctx.register_udtf(_datafusion.TableFunction(function.name, function, ctx))
     ctx.register_table("table_functions", lake.functions_table())
+    for function in property_functions():
+        ctx.register_udf(_datafusion.ScalarUDF.from_pycapsule(function))
     if metadata_tables:
         for name, table in lake.metadata_tables():
             ctx.register_table(name, table)

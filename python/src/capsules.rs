@@ -1,11 +1,14 @@
 //! The FFI capsules datafusion-python takes: [`LakeFunction`] (a table function) and [`Table`]
-//! (a table provider with pushdown), each bound to the host's codec ([`host_codec`]).
+//! (a table provider with pushdown), each bound to the host's codec ([`host_codec`]), and
+//! [`PropertyFunction`] (a scalar function on properties).
 
 use crate::in_runtime::InRuntime;
 use crate::runtime::Home;
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
+use datafusion::logical_expr::ScalarUDF;
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
+use datafusion_ffi::udf::FFI_ScalarUDF;
 use datafusion_ffi::udtf::FFI_TableFunction;
 use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
@@ -129,4 +132,49 @@ impl Table {
     fn __repr__(&self) -> String {
         format!("<datafusion_async_events table {}>", self.provider.schema())
     }
+}
+
+/// One of the crate's functions on properties (`property_get`, `jsonb_get`, …), exportable to
+/// datafusion-python: `ctx.register_udf(datafusion.ScalarUDF.from_pycapsule(f))`. Pure
+/// functions of their arguments: they need neither the lake nor the module runtime.
+#[pyclass(frozen, module = "datafusion_async_events")]
+pub(crate) struct PropertyFunction {
+    udf: Arc<ScalarUDF>,
+}
+
+#[pymethods]
+impl PropertyFunction {
+    /// The SQL name of the function.
+    #[getter]
+    fn name(&self) -> String {
+        self.udf.name().to_owned()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<datafusion_async_events function {}>", self.udf.name())
+    }
+
+    /// The capsule datafusion-python's `ScalarUDF.from_pycapsule` reads; a session, when the
+    /// host passes one, is checked for the FFI major version.
+    #[pyo3(signature = (session=None))]
+    fn __datafusion_scalar_udf__<'py>(
+        &self,
+        py: Python<'py>,
+        session: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        if let Some(session) = &session {
+            host_codec(session)?;
+        }
+        let udf = FFI_ScalarUDF::from(self.udf.clone());
+        PyCapsule::new_with_value(py, udf, c"datafusion_scalar_udf")
+    }
+}
+
+/// The functions on properties (see `register`).
+#[pyfunction]
+pub(crate) fn property_functions() -> Vec<PropertyFunction> {
+    datafusion_async_events::properties::property_functions()
+        .into_iter()
+        .map(|udf| PropertyFunction { udf: Arc::new(udf) })
+        .collect()
 }

@@ -24,7 +24,7 @@ mod lake;
 mod runtime;
 mod tables;
 
-use capsules::{LakeFunction, Table};
+use capsules::{LakeFunction, PropertyFunction, Table, property_functions};
 use lake::{Lake, LakeError};
 use pyo3::prelude::*;
 use runtime::ForkedProcessError;
@@ -48,6 +48,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Lake>()?;
     m.add_class::<LakeFunction>()?;
     m.add_class::<Table>()?;
+    m.add_class::<PropertyFunction>()?;
     m.add_class::<AsyncEventsTableExport>()?;
     m.add_class::<AsyncSpansTableExport>()?;
     m.add_class::<ThreadStreamsTableExport>()?;
@@ -58,6 +59,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_function(wrap_pyfunction!(ffi_major_version, m)?)?;
     m.add_function(wrap_pyfunction!(correct_sql, m)?)?;
+    m.add_function(wrap_pyfunction!(property_functions, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -28,6 +28,9 @@ QUERIES = [
     "FROM async_spans('{pid}') GROUP BY name ORDER BY name",
     "SELECT count(*) AS n FROM view_instance('async_spans', '{pid}') WHERE NOT finished",
     "SELECT count(*) AS n FROM processes WHERE process_id = '{pid}'",
+    "SELECT name, property_get(properties, 'ROWS') AS r, properties_length(properties) AS n, "
+    "jsonb_format_json(properties_to_jsonb(properties)) AS j FROM async_events('{pid}') "
+    "WHERE event_type = 'end' AND properties_length(properties) > 0 ORDER BY name, r, j",
 ]
 
 
