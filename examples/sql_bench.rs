@@ -1,7 +1,7 @@
 //! SQL benchmarks on a lake of one process with about 2 million async events.
 //!
 //! ```text
-//! cargo run --release --example sql_bench -- build --dir /tmp/ae-bench [--events 2000000]
+//! cargo run --release --example sql_bench -- build --dir /tmp/ae-bench [--events 2000000] [--buffer-kib 256]
 //! cargo run --release --example sql_bench -- run --dir /tmp/ae-bench
 //! cargo run --release --example sql_bench -- scan --dir /tmp/ae-bench   # peak RSS of a full scan
 //! cargo run --release --example sql_bench -- spans --dir /tmp/ae-bench [--runs 9]  # async_spans vs self-join
@@ -12,7 +12,7 @@
 //! `one-stream` builds (once) a lake of one process with a single thread stream and times the
 //! same queries read by 1 partition and by 2 (`target_partitions`): the speed-up of cutting a
 //! busy stream's blocks into runs.
-//! `build` writes realistic thread blocks (256 KiB buffers, 5 worker threads, a third of the
+//! `build` writes realistic thread blocks (256 KiB buffers unless `--buffer-kib`, 5 worker threads, a third of the
 //! records sync span events) with micromegas-tracing's own `ThreadStream`, encoded by
 //! micromegas's sink, into an embedded lake (SQLite + folder). `run` times the queries (median
 //! of 5) and prints the scan counters. `scan` runs one full scan in a fresh process and prints
@@ -40,6 +40,8 @@ struct Args {
     mode: String,
     dir: PathBuf,
     events: usize,
+    /// `build`: the thread buffer size (micromegas flushes a block when it is full).
+    buffer_kib: usize,
     query: String,
     /// `spans`: runs of each query.
     runs: usize,
@@ -56,6 +58,7 @@ fn args() -> Args {
         mode,
         dir: std::env::temp_dir().join("async-events-bench"),
         events: 2_000_000,
+        buffer_kib: 256,
         query: "spans".into(),
         runs: 9,
         repeat: 1,
@@ -66,6 +69,7 @@ fn args() -> Args {
         match a.as_str() {
             "--dir" => out.dir = PathBuf::from(value()),
             "--events" => out.events = value().parse().expect("--events N"),
+            "--buffer-kib" => out.buffer_kib = value().parse().expect("--buffer-kib N"),
             "--query" => out.query = value(),
             "--runs" => out.runs = value().parse().expect("--runs N"),
             "--repeat" => out.repeat = value().parse().expect("--repeat N"),
@@ -187,9 +191,9 @@ async fn main() {
         "build" => {
             let shape = Shape {
                 streams: 5,
-                // about 4 540 async events per 256 KiB block
-                blocks_per_stream: (args.events / 5 / 4_540).max(1),
-                buffer_bytes: 256 * 1024,
+                // about 4 540 async events per 256 KiB of buffer
+                blocks_per_stream: (args.events * 256 / args.buffer_kib / 5 / 4_540).max(1),
+                buffer_bytes: args.buffer_kib * 1024,
                 block_duration: chrono::Duration::seconds(6),
             };
             let start = chrono::Utc::now() - chrono::Duration::hours(2);
