@@ -835,4 +835,41 @@ async fn prepared_statements_bind_parameters() {
         assert!(expected > 0, "{reference}");
         assert_eq!(got, expected, "{sql}");
     }
+    // A table function's arguments as parameters: listed in the parameter schema although the
+    // plan no longer holds them, and bound when the statement runs.
+    let sql = "SELECT count(*) FROM async_spans(?, ?, NULL) WHERE depth = ?";
+    let mut prepared = client.prepare(sql.into(), None).await.unwrap();
+    let parameters = prepared.parameter_schema().unwrap().clone();
+    let names: Vec<&str> = parameters
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["$1", "$2", "$3"]);
+    let values: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![pid.to_string()])),
+        Arc::new(StringArray::from(vec!["2000-01-01T00:00:00Z"])),
+        Arc::new(Int64Array::from(vec![1])),
+    ];
+    let schema = Arc::new(Schema::new(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Field::new(format!("${}", i + 1), v.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    prepared
+        .set_parameters(RecordBatch::try_new(schema, values).unwrap())
+        .unwrap();
+    let info = prepared.execute().await.unwrap();
+    let got = count(&fetch_all(&mut client, info).await);
+    let expected = count(
+        &query(
+            &ctx,
+            &format!("SELECT count(*) FROM async_spans('{pid}') WHERE depth = 1"),
+        )
+        .await,
+    );
+    assert!(expected > 0);
+    assert_eq!(got, expected, "{sql}");
 }

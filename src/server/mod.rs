@@ -414,7 +414,7 @@ impl AsyncEventsFlightSql {
         // For table function arguments, which are read while the plan is made.
         let bound = match &values {
             Some(values) => Some(BoundParameters::Values(values.clone())),
-            None => preparing.then_some(BoundParameters::Pending),
+            None => preparing.then(BoundParameters::pending),
         };
         if let Some(bound) = bound {
             let state = ctx.state_ref();
@@ -610,7 +610,14 @@ impl FlightSqlService for AsyncEventsFlightSql {
         };
         let df = self.plan(&statement, &settings, id, true).await?;
         let schema = sent_schema(df.schema().as_arrow(), settings.preserve_dictionary);
-        let parameters = parameter_schema(df.logical_plan())?;
+        // Placeholders in table function arguments are gone from the plan: noted while planning.
+        let in_arguments = df
+            .task_ctx()
+            .session_config()
+            .get_extension::<BoundParameters>()
+            .map(|b| b.placeholders_in_arguments())
+            .unwrap_or_default();
+        let parameters = parameter_schema(df.logical_plan(), &in_arguments)?;
         // The handle is the SQL itself: the micromegas client reads it back as the query.
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: statement.encode()?.into(),

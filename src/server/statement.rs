@@ -142,11 +142,19 @@ pub(crate) fn number_placeholders(sql: &str) -> String {
 }
 
 /// The parameter schema of a plan: `$1`, `$2`, … with their inferred types (`Utf8` when
-/// DataFusion cannot infer one).
-pub(crate) fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, Status> {
-    let types = plan
+/// DataFusion cannot infer one), and the placeholders that were table function arguments
+/// (`in_arguments`), which the plan no longer holds.
+pub(crate) fn parameter_schema(
+    plan: &LogicalPlan,
+    in_arguments: &[String],
+) -> Result<Schema, Status> {
+    let mut types = plan
         .get_parameter_types()
         .map_err(|e| Status::invalid_argument(one_line(&e.to_string())))?;
+    // Table function arguments: a process id or a bound as text (a timestamp is accepted too).
+    for id in in_arguments {
+        types.entry(id.clone()).or_insert(Some(DataType::Utf8));
+    }
     let mut names: Vec<(usize, String, Option<DataType>)> = types
         .into_iter()
         .map(|(name, t)| {

@@ -10,7 +10,8 @@ use datafusion::common::{DFSchema, ParamValues, Result, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// The values bound to a statement's placeholders, for the arguments of table functions.
@@ -23,7 +24,35 @@ pub enum BoundParameters {
     Values(ParamValues),
     /// The statement is being prepared and its values come later: a placeholder process id
     /// plans a table of the right schema (of no process), a placeholder time bound an open side.
-    Pending,
+    /// The placeholders met are noted, for the statement's parameter schema.
+    Pending(Mutex<BTreeSet<String>>),
+}
+
+impl BoundParameters {
+    /// Values come later (see [`BoundParameters::Pending`]).
+    pub fn pending() -> Self {
+        Self::Pending(Mutex::default())
+    }
+
+    /// The placeholders (`$1`, …) table function arguments held while the statement was
+    /// prepared: DataFusion's plan no longer has them.
+    pub fn placeholders_in_arguments(&self) -> Vec<String> {
+        match self {
+            Self::Pending(seen) => seen
+                .lock()
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default(),
+            Self::Values(_) => Vec::new(),
+        }
+    }
+
+    fn note(&self, id: &str) {
+        if let Self::Pending(seen) = self
+            && let Ok(mut seen) = seen.lock()
+        {
+            seen.insert(id.to_owned());
+        }
+    }
 }
 
 fn bound(args: &TableFunctionArgs) -> Option<Arc<BoundParameters>> {
@@ -45,7 +74,8 @@ fn bind(args: &TableFunctionArgs, expr: &Expr) -> Expr {
                         Err(_) => Transformed::no(Expr::Placeholder(p)),
                     }
                 }
-                BoundParameters::Pending => {
+                BoundParameters::Pending(_) => {
+                    bound.note(&p.id);
                     Transformed::yes(Expr::Literal(ScalarValue::Null, None))
                 }
             }),
@@ -89,9 +119,10 @@ pub(crate) fn string_arg(function: &str, what: &str, value: Option<ScalarValue>)
 
 /// A process id argument: a UUID string, not `'global'`.
 pub(crate) fn process_arg(function: &str, args: &TableFunctionArgs, expr: &Expr) -> Result<Uuid> {
-    if matches!(expr, Expr::Placeholder(_))
-        && matches!(bound(args).as_deref(), Some(BoundParameters::Pending))
+    if let (Expr::Placeholder(p), Some(bound)) = (expr, bound(args))
+        && matches!(*bound, BoundParameters::Pending(_))
     {
+        bound.note(&p.id);
         return Ok(Uuid::nil());
     }
     let text = string_arg(function, "process id", constant(args, expr))?;
