@@ -14,6 +14,7 @@ use datafusion::logical_expr::{
 };
 use jsonb::RawJsonb;
 use jsonb::jsonpath::parse_json_path;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -192,17 +193,13 @@ impl Kind {
             Kind::JsonbGet => {
                 let values = jsonb_values(name, &args[0])?;
                 let names = name_arg()?;
+                let found = per_row(name, &values, |row, raw| match names.is_null(row) {
+                    true => Ok(None),
+                    false => raw.get_by_name(names.value(row), true),
+                })?;
                 let mut out = BinaryDictionaryBuilder::<Int32Type>::new();
-                for row in 0..values.len() {
-                    if values.is_null(row) || names.is_null(row) {
-                        out.append_null();
-                        continue;
-                    }
-                    match RawJsonb::new(values.value(row)).get_by_name(names.value(row), true) {
-                        Ok(Some(found)) => out.append_value(found.to_vec()),
-                        Ok(None) => out.append_null(),
-                        Err(e) => return bad_jsonb(name, row, e),
-                    }
+                for value in found {
+                    out.append_option(value);
                 }
                 Arc::new(out.finish())
             }
@@ -240,34 +237,30 @@ impl Kind {
             }
             Kind::JsonbAsString => {
                 let values = jsonb_values(name, &args[0])?;
+                let texts = per_row(name, &values, |_, raw| {
+                    raw.as_str().map(|s| s.map(Cow::into_owned))
+                })?;
                 let mut out = StringDictionaryBuilder::<Int32Type>::new();
-                for row in 0..values.len() {
-                    if values.is_null(row) {
-                        out.append_null();
-                        continue;
-                    }
-                    match RawJsonb::new(values.value(row)).as_str() {
-                        Ok(found) => out.append_option(found),
-                        Err(e) => return bad_jsonb(name, row, e),
-                    }
+                for text in texts {
+                    out.append_option(text);
                 }
                 Arc::new(out.finish())
             }
             Kind::JsonbAsI64 => {
                 let values = jsonb_values(name, &args[0])?;
-                Arc::new(Int64Array::from(per_row(name, &values, |raw| {
+                Arc::new(Int64Array::from(per_row(name, &values, |_, raw| {
                     raw.as_i64()
                 })?))
             }
             Kind::JsonbAsF64 => {
                 let values = jsonb_values(name, &args[0])?;
-                Arc::new(Float64Array::from(per_row(name, &values, |raw| {
+                Arc::new(Float64Array::from(per_row(name, &values, |_, raw| {
                     raw.as_f64()
                 })?))
             }
             Kind::JsonbArrayLength => {
                 let values = jsonb_values(name, &args[0])?;
-                let lengths = per_row(name, &values, |raw| raw.array_length())?;
+                let lengths = per_row(name, &values, |_, raw| raw.array_length())?;
                 Arc::new(Int64Array::from_iter(
                     lengths
                         .into_iter()
@@ -276,21 +269,17 @@ impl Kind {
             }
             Kind::JsonbObjectKeys => {
                 let values = jsonb_values(name, &args[0])?;
+                let objects = per_row(name, &values, |_, raw| raw.object_each())?;
                 let mut out = ListBuilder::new(StringBuilder::new());
-                for row in 0..values.len() {
-                    if values.is_null(row) {
-                        out.append_null();
-                        continue;
-                    }
-                    match RawJsonb::new(values.value(row)).object_each() {
-                        Ok(Some(entries)) => {
+                for entries in objects {
+                    match entries {
+                        Some(entries) => {
                             for (key, _) in entries {
                                 out.values().append_value(key);
                             }
                             out.append(true);
                         }
-                        Ok(None) => out.append_null(),
-                        Err(e) => return bad_jsonb(name, row, e),
+                        None => out.append_null(),
                     }
                 }
                 Arc::new(out.finish())
@@ -332,12 +321,12 @@ impl Kind {
     }
 }
 
-/// `read` of each JSONB value (NULL rows give `None`), or the error naming the first row that
-/// does not decode.
+/// `read` of each JSONB value with its row (NULL rows give `None`), or the error naming the
+/// first row that does not decode.
 fn per_row<T>(
     function: &str,
     values: &BinaryArray,
-    read: impl Fn(RawJsonb<'_>) -> std::result::Result<Option<T>, jsonb::Error>,
+    read: impl Fn(usize, RawJsonb<'_>) -> std::result::Result<Option<T>, jsonb::Error>,
 ) -> Result<Vec<Option<T>>> {
     let mut out = Vec::with_capacity(values.len());
     for row in 0..values.len() {
@@ -345,7 +334,7 @@ fn per_row<T>(
             out.push(None);
             continue;
         }
-        match read(RawJsonb::new(values.value(row))) {
+        match read(row, RawJsonb::new(values.value(row))) {
             Ok(v) => out.push(v),
             Err(e) => return bad_jsonb(function, row, e),
         }
