@@ -53,6 +53,7 @@ pub mod recorder;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod spans;
+pub mod thread_spans;
 mod time_bounds;
 #[cfg(feature = "timeline")]
 pub mod timeline;

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["error"],
     &["lake"],
     &["provider", "recorder", "metadata_tables", "lints"],
-    &["spans"],
+    &["spans", "thread_spans"],
     &["codec", "timeline"],
     &["udtf"],
     &["distributed", "ballista", "server"],

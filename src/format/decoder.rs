@@ -120,6 +120,30 @@ impl DecodeSummary {
     }
 }
 
+/// Where a scope's strings are in the block's dependencies, and its line.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ScopeEntries {
+    pub name: EntryIndex,
+    pub file: EntryIndex,
+    pub target: EntryIndex,
+    pub line: u32,
+}
+
+/// A thread event's scope resolved once per block: where its strings are, and its hash.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ResolvedScope {
+    pub entries: ScopeEntries,
+    pub hash: u32,
+}
+
+/// The thread event scopes of the block being decoded, by span description id or (location,
+/// name) ids (see `thread_events.rs`).
+#[derive(Debug, Default)]
+pub(super) struct ThreadScopes {
+    pub descriptions: IdMap<u64, ResolvedScope>,
+    pub named: IdMap<(u64, u64), ResolvedScope>,
+}
+
 /// A resolved span scope, cached per block.
 #[derive(Debug, Clone, Copy)]
 struct Scope {
@@ -132,16 +156,18 @@ struct Scope {
 /// allocations; one decoder serves blocks of any stream.
 #[derive(Debug)]
 pub struct AsyncEventDecoder {
-    dependencies: Dependencies,
+    pub(super) dependencies: Dependencies,
     descriptions: IdMap<u64, Scope>,
     named: IdMap<(u64, u64), Scope>,
+    /// The thread event scopes of the block, by span description or (location, name) ids.
+    pub(super) thread_scopes: ThreadScopes,
     /// Direct-mapped cache in front of `descriptions` (most events name a few descriptions).
     recent: [Option<(u64, Scope)>; RECENT],
     /// Decompression buffers reused from block to block.
-    dependencies_buf: Vec<u8>,
-    objects_buf: Vec<u8>,
+    pub(super) dependencies_buf: Vec<u8>,
+    pub(super) objects_buf: Vec<u8>,
     /// Largest inflated size of one buffer of a block.
-    inflate_limit: usize,
+    pub(super) inflate_limit: usize,
 }
 
 impl Default for AsyncEventDecoder {
@@ -150,6 +176,7 @@ impl Default for AsyncEventDecoder {
             dependencies: Dependencies::default(),
             descriptions: IdMap::default(),
             named: IdMap::default(),
+            thread_scopes: ThreadScopes::default(),
             recent: [None; RECENT],
             dependencies_buf: Vec::new(),
             objects_buf: Vec::new(),
@@ -162,7 +189,7 @@ const RECENT: usize = 32;
 
 /// A failure to build the batch (a column past Arrow's 2 GiB, too many strings): not a defect of
 /// the block, so never counted as a corrupt one.
-fn arrow_err(e: ArrowError) -> FormatError {
+pub(super) fn arrow_err(e: ArrowError) -> FormatError {
     FormatError::Output {
         detail: e.to_string(),
     }
@@ -320,7 +347,7 @@ impl AsyncEventDecoder {
 
             // Column filling.
             let properties = if want_properties {
-                self.property_set(record.ty, l, record.bytes)?
+                self.property_set(record.ty, l.properties, record.bytes)?
             } else {
                 &[]
             };
@@ -358,7 +385,37 @@ impl AsyncEventDecoder {
                     self.recent[slot] = Some((id, *s));
                     return Ok(*s);
                 }
-                let (name, target, file, line) = match self.dependencies.lookup(id) {
+                let entries = self.scope_entries(ty, l.scope, record)?;
+                let scope = make_scope(&self.dependencies, entries, filter, out)?;
+                self.descriptions.insert(id, scope);
+                Ok(scope)
+            }
+            ScopeSource::Named { location, name } => {
+                let key = (read_u64(record, location), read_u64(record, name));
+                if let Some(s) = self.named.get(&key) {
+                    return Ok(*s);
+                }
+                let entries = self.scope_entries(ty, l.scope, record)?;
+                let scope = make_scope(&self.dependencies, entries, filter, out)?;
+                self.named.insert(key, scope);
+                Ok(scope)
+            }
+        }
+    }
+
+    /// The name, file and target strings and the line of an event's scope, looked up in the
+    /// block's dependencies (a [`SpanRecord`](ScopeSource::Description), or a span location
+    /// plus a name string).
+    pub(super) fn scope_entries(
+        &self,
+        ty: &ObjectType,
+        source: ScopeSource,
+        record: &[u8],
+    ) -> FormatResult<ScopeEntries> {
+        match source {
+            ScopeSource::Description { desc } => {
+                let id = read_u64(record, desc);
+                match self.dependencies.lookup(id) {
                     Some((
                         _,
                         Entry::Description {
@@ -367,35 +424,24 @@ impl AsyncEventDecoder {
                             file,
                             line,
                         },
-                    )) => (name, target, file, line),
-                    found => {
-                        return Err(dangling(
-                            &ty.name,
-                            "span_desc",
-                            id,
-                            found.is_some(),
-                            "SpanRecord",
-                        ));
-                    }
-                };
-                let deps = &self.dependencies;
-                let scope = make_scope(
-                    deps.str(name),
-                    deps.str(file),
-                    deps.str(target),
-                    line,
-                    filter,
-                    out,
-                )?;
-                self.descriptions.insert(id, scope);
-                Ok(scope)
+                    )) => Ok(ScopeEntries {
+                        name,
+                        file,
+                        target,
+                        line,
+                    }),
+                    found => Err(dangling(
+                        &ty.name,
+                        "span_desc",
+                        id,
+                        found.is_some(),
+                        "SpanRecord",
+                    )),
+                }
             }
             ScopeSource::Named { location, name } => {
                 let loc_id = read_u64(record, location);
                 let name_id = read_u64(record, name);
-                if let Some(s) = self.named.get(&(loc_id, name_id)) {
-                    return Ok(*s);
-                }
                 let (target, file, line) = match self.dependencies.lookup(loc_id) {
                     Some((_, Entry::Location { target, file, line })) => (target, file, line),
                     found => {
@@ -408,30 +454,25 @@ impl AsyncEventDecoder {
                         ));
                     }
                 };
-                let name_entry = self.dependencies.string_ref(name_id, &ty.name, "name")?;
-                let deps = &self.dependencies;
-                let scope = make_scope(
-                    deps.str(name_entry),
-                    deps.str(file),
-                    deps.str(target),
+                let name = self.dependencies.string_ref(name_id, &ty.name, "name")?;
+                Ok(ScopeEntries {
+                    name,
+                    file,
+                    target,
                     line,
-                    filter,
-                    out,
-                )?;
-                self.named.insert((loc_id, name_id), scope);
-                Ok(scope)
+                })
             }
         }
     }
 
     /// The (name, value) entries of a tagged end's property set; none for other events.
-    fn property_set(
+    pub(super) fn property_set(
         &self,
         ty: &ObjectType,
-        l: &AsyncEventLayout,
+        properties: Option<usize>,
         record: &[u8],
     ) -> FormatResult<&[(EntryIndex, EntryIndex)]> {
-        let Some(offset) = l.properties else {
+        let Some(offset) = properties else {
             return Ok(&[]);
         };
         let id = read_u64(record, offset);
@@ -451,13 +492,17 @@ impl AsyncEventDecoder {
 }
 
 fn make_scope(
-    name: &str,
-    filename: &str,
-    target: &str,
-    line: u32,
+    deps: &Dependencies,
+    entries: ScopeEntries,
     filter: &RowFilter,
     out: &mut EventBatchBuilder,
 ) -> FormatResult<Scope> {
+    let (name, filename, target, line) = (
+        deps.str(entries.name),
+        deps.str(entries.file),
+        deps.str(entries.target),
+        entries.line,
+    );
     let cols = out.columns();
     let mut intern = |wanted: Column, s: &str| -> FormatResult<i32> {
         if cols.contains(wanted) {

@@ -1,9 +1,9 @@
 //! [`StreamLayout`]: a stream's transit metadata compiled, once, into what the decoder reads.
 //!
-//! For every type index of the objects buffer: its record size and whether it is an async span
-//! event (and which kind), with the byte offset of every field the decoder reads. For every type
-//! index of the dependencies buffer: which dependency record it is and its field offsets. Thread
-//! (sync) span events and anything else are skipped by their size alone.
+//! For every type index of the objects buffer: its record size and whether it is an async or a
+//! thread (scope) span event (and which kind), with the byte offset of every field the decoders
+//! read. For every type index of the dependencies buffer: which dependency record it is and its
+//! field offsets. Anything else is skipped by its size alone.
 
 use super::error::{FormatError, FormatResult};
 use super::metadata::{Member, UserDefinedType, parse_udt_list};
@@ -52,13 +52,26 @@ pub(crate) struct AsyncEventLayout {
     pub size: usize,
 }
 
-/// What the decoder does with a record of the objects buffer.
+/// Field offsets of one thread (scope) span event type: a function or scope entered or left
+/// on the thread that writes the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ThreadEventLayout {
+    pub event_type: EventType,
+    pub scope: ScopeSource,
+    /// Offset of the property set reference of tagged ends.
+    pub properties: Option<usize>,
+    pub time: usize,
+}
+
+/// What the decoders do with a record of the objects buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ObjectKind {
-    /// Not an async span event: skipped.
+    /// Not a span event: skipped.
     Skip,
     /// An async span event.
     Async(AsyncEventLayout),
+    /// A thread span event.
+    Thread(ThreadEventLayout),
 }
 
 /// One type index of the objects buffer.
@@ -176,6 +189,13 @@ impl StreamLayout {
             .any(|t| matches!(t.kind, ObjectKind::Async(_)))
     }
 
+    /// Whether any object type of the stream is a thread span event.
+    pub fn has_thread_events(&self) -> bool {
+        self.objects
+            .iter()
+            .any(|t| matches!(t.kind, ObjectKind::Thread(_)))
+    }
+
     /// Names of the object types that decode as async span events, by type index.
     pub fn async_event_types(&self) -> Vec<(usize, &str, EventType)> {
         self.objects
@@ -183,7 +203,7 @@ impl StreamLayout {
             .enumerate()
             .filter_map(|(i, t)| match &t.kind {
                 ObjectKind::Async(l) => Some((i, t.name.as_str(), l.event_type)),
-                ObjectKind::Skip => None,
+                ObjectKind::Skip | ObjectKind::Thread(_) => None,
             })
             .collect()
     }
@@ -286,8 +306,67 @@ fn reference(udt: &UserDefinedType, name: &str, list: &[UserDefinedType]) -> For
     Ok(offset)
 }
 
+/// Where a span event's scope comes from (`{prefix}span_desc`, or `{prefix}span_location` and
+/// `name`), and the offset of a tagged end's property set reference.
+fn scope_and_properties(
+    udt: &UserDefinedType,
+    list: &[UserDefinedType],
+    prefix: &str,
+    named: bool,
+    tagged: bool,
+) -> FormatResult<(ScopeSource, Option<usize>)> {
+    let scope = if named {
+        ScopeSource::Named {
+            location: reference(udt, &format!("{prefix}span_location"), list)?,
+            name: reference(udt, "name", list)?,
+        }
+    } else {
+        ScopeSource::Description {
+            desc: reference(udt, &format!("{prefix}span_desc"), list)?,
+        }
+    };
+    let properties = match tagged {
+        true => Some(reference(udt, "properties", list)?),
+        false => None,
+    };
+    Ok((scope, properties))
+}
+
+/// A thread span event type: `BeginThreadSpanEvent` and its named, dynamically named and tagged
+/// forms (micromegas-tracing's `spans/span_events.rs`).
+fn compile_thread_event(
+    udt: &UserDefinedType,
+    list: &[UserDefinedType],
+) -> FormatResult<Option<ThreadEventLayout>> {
+    use EventType::{Begin, End};
+    let (event_type, named, tagged) = match udt.name.as_str() {
+        "BeginThreadSpanEvent" => (Begin, false, false),
+        "EndThreadSpanEvent" => (End, false, false),
+        "TaggedEndThreadSpanEvent" => (End, false, true),
+        "BeginThreadNamedSpanEvent" | "BeginThreadDynNamedSpanEvent" => (Begin, true, false),
+        "EndThreadNamedSpanEvent" | "EndThreadDynNamedSpanEvent" => (End, true, false),
+        "TaggedEndThreadNamedSpanEvent" => (End, true, true),
+        _ => return Ok(None),
+    };
+    fixed_size(udt)?;
+    let (scope, properties) = scope_and_properties(udt, list, "thread_", named, tagged)?;
+    Ok(Some(ThreadEventLayout {
+        event_type,
+        scope,
+        properties,
+        time: scalar(udt, "time", 8)?,
+    }))
+}
+
 fn compile_object(udt: &UserDefinedType, list: &[UserDefinedType]) -> FormatResult<ObjectType> {
     use EventType::{Begin, End};
+    if let Some(thread) = compile_thread_event(udt, list)? {
+        return Ok(ObjectType {
+            name: udt.name.clone(),
+            framing: framing(udt)?,
+            kind: ObjectKind::Thread(thread),
+        });
+    }
     let (event_type, named, tagged) = match udt.name.as_str() {
         "BeginAsyncSpanEvent" => (Begin, false, false),
         "EndAsyncSpanEvent" => (End, false, false),
@@ -304,24 +383,11 @@ fn compile_object(udt: &UserDefinedType, list: &[UserDefinedType]) -> FormatResu
         }
     };
     let size = fixed_size(udt)?;
-    let scope = if named {
-        ScopeSource::Named {
-            location: reference(udt, "span_location", list)?,
-            name: reference(udt, "name", list)?,
-        }
-    } else {
-        ScopeSource::Description {
-            desc: reference(udt, "span_desc", list)?,
-        }
-    };
+    let (scope, properties) = scope_and_properties(udt, list, "", named, tagged)?;
     let layout = AsyncEventLayout {
         event_type,
         scope,
-        properties: if tagged {
-            Some(reference(udt, "properties", list)?)
-        } else {
-            None
-        },
+        properties,
         span_id: scalar(udt, "span_id", 8)?,
         parent_span_id: scalar(udt, "parent_span_id", 8)?,
         time: scalar(udt, "time", 8)?,
@@ -421,10 +487,7 @@ mod tests {
 
     #[test]
     fn offsets_come_from_the_metadata() {
-        let objects = vec![
-            udt("BeginThreadSpanEvent", 16, vec![], false),
-            begin_async(),
-        ];
+        let objects = vec![udt("LogStaticStrEvent", 16, vec![], false), begin_async()];
         let layout = StreamLayout::new(&[], &objects).unwrap();
         assert_eq!(layout.objects[0].kind, ObjectKind::Skip);
         let ObjectKind::Async(a) = &layout.objects[1].kind else {

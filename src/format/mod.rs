@@ -17,6 +17,7 @@ mod payload;
 mod records;
 mod row_filter;
 mod schema;
+mod thread_events;
 mod ticks;
 
 pub use builder::EventBatchBuilder;
@@ -29,4 +30,5 @@ pub use metadata::{Member, UserDefinedType, encode_udt_list, parse_udt_list};
 pub use payload::{BlockPayload, PayloadView, compress_frame};
 pub use row_filter::RowFilter;
 pub use schema::{Column, ColumnSet, async_events_schema, column_type, projected_schema};
+pub use thread_events::{ThreadDecodeSummary, ThreadEvent};
 pub use ticks::{LatestTiming, TickConverter};

@@ -338,6 +338,19 @@ impl Lake {
         meta!(self, m => m.blocks(process_id, streams, window).await)
     }
 
+    /// The process a stream belongs to; `None` when the lake has no such stream.
+    pub async fn stream_process(&self, stream_id: Uuid) -> Result<Option<Uuid>> {
+        let filter = MetadataFilter {
+            stream_ids: Some(vec![stream_id]),
+            limit: Some(1),
+            ..MetadataFilter::default()
+        };
+        match self.list_streams(&filter).next().await {
+            Some(row) => Ok(Some(row?.stream.process_id)),
+            None => Ok(None),
+        }
+    }
+
     /// How many blocks the process's `cpu` streams hold.
     pub async fn count_cpu_blocks(&self, process_id: Uuid) -> Result<i64> {
         meta!(self, m => m.count_cpu_blocks(process_id).await)

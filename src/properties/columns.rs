@@ -208,17 +208,10 @@ impl Properties {
     /// last of equal keys kept; JSONB as it is.
     pub(super) fn to_jsonb(&self, row: usize) -> Vec<u8> {
         match self {
-            Self::Entries { .. } => {
-                let mut object = BTreeMap::new();
-                for (key, value) in self.entries(row) {
-                    if let (Some(key), Some(value)) = (key, value) {
-                        object.insert(key.to_owned(), Value::String(Cow::Borrowed(value)));
-                    }
-                }
-                let mut out = Vec::new();
-                Value::Object(object).write_to_vec(&mut out);
-                out
-            }
+            Self::Entries { .. } => jsonb_object(
+                self.entries(row)
+                    .filter_map(|(key, value)| Some((key?, value?))),
+            ),
             Self::Jsonb(array) => array.value(row).to_vec(),
         }
     }
@@ -246,4 +239,16 @@ impl Properties {
             Self::Jsonb(array) => array.value(row).to_vec(),
         }
     }
+}
+
+/// A JSONB object of string values, as micromegas 0.33 encodes a property set (the last of
+/// equal keys kept).
+pub fn jsonb_object<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    let object: BTreeMap<String, Value<'a>> = pairs
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), Value::String(Cow::Borrowed(value))))
+        .collect();
+    let mut out = Vec::new();
+    Value::Object(object).write_to_vec(&mut out);
+    out
 }

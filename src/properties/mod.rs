@@ -28,6 +28,7 @@
 mod columns;
 mod functions;
 
+pub use columns::jsonb_object;
 pub use functions::property_functions;
 
 use datafusion::prelude::SessionContext;

@@ -39,9 +39,20 @@ const DOCS: &[FunctionDoc] = &[
                   ORDER BY duration DESC LIMIT 10",
     },
     FunctionDoc {
+        name: "thread_spans",
+        arguments: "process_id VARCHAR [, begin TIMESTAMP, end TIMESTAMP]",
+        returns: "one row per thread scope (#[span_fn] on plain functions, span_scope!) of every \
+                  thread, with micromegas's ids, parent and depth, plus stream_id, thread_name \
+                  and finished",
+        example: "SELECT name, count(*), sum(duration) FROM thread_spans('<process_id>') \
+                  WHERE depth > 0 GROUP BY name ORDER BY 3 DESC",
+    },
+    FunctionDoc {
         name: "view_instance",
-        arguments: "view_set VARCHAR ('async_events' or 'async_spans'), process_id VARCHAR",
-        returns: "the rows of async_events or async_spans, under micromegas's name",
+        arguments: "view_set VARCHAR ('async_events' or 'async_spans' with a process_id, \
+                    'thread_spans' with a stream_id), instance_id VARCHAR",
+        returns: "the rows of async_events or async_spans, or micromegas's thread_spans view of \
+                  one thread, under micromegas's names",
         example: "SELECT count(*) FROM view_instance('async_events', '<process_id>')",
     },
     FunctionDoc {

@@ -1,8 +1,9 @@
-//! `async_events`, `async_spans`, `view_instance` and `thread_streams`.
+//! `async_events`, `async_spans`, `thread_spans`, `view_instance` and `thread_streams`.
 
 use super::args::{parse_process_id, process_and_range, process_arg, string_arg};
-use super::{SPANS_VIEW_SET, TableFunctions, VIEW_SET, constant};
+use super::{SPANS_VIEW_SET, THREAD_SPANS_VIEW_SET, TableFunctions, VIEW_SET, constant};
 use crate::metadata_tables::ThreadStreamsTable;
+use crate::thread_spans::{Flavor, ThreadSpansOf};
 use crate::time_bounds::TimeBounds;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
@@ -17,6 +18,7 @@ pub(super) fn functions(
         ("async_spans", Arc::new(AsyncSpans(tables.clone()))),
         ("view_instance", Arc::new(ViewInstance(tables.clone()))),
         ("thread_streams", Arc::new(ThreadStreams(tables.clone()))),
+        ("thread_spans", Arc::new(ThreadSpans(tables.clone()))),
     ]
 }
 
@@ -27,6 +29,21 @@ struct AsyncEvents(Arc<TableFunctions>);
 /// `async_spans(process_id [, begin, end])`.
 #[derive(Debug)]
 struct AsyncSpans(Arc<TableFunctions>);
+
+/// `thread_spans(process_id [, begin, end])`: the scopes every thread entered and left.
+#[derive(Debug)]
+struct ThreadSpans(Arc<TableFunctions>);
+
+impl TableFunctionImpl for ThreadSpans {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (pid, bounds) = process_and_range("thread_spans", &args)?;
+        Ok(Arc::new(self.0.thread_spans_table(
+            ThreadSpansOf::Process(pid),
+            bounds,
+            Flavor::Process,
+        )))
+    }
+}
 
 /// `thread_streams(process_id)`: the thread name and id of each `cpu` stream.
 #[derive(Debug)]
@@ -61,12 +78,26 @@ impl TableFunctionImpl for ViewInstance {
             );
         };
         let view_set = string_arg(NAME, "view set", constant(&args, view_set))?;
-        if view_set != VIEW_SET && view_set != SPANS_VIEW_SET {
+        if ![VIEW_SET, SPANS_VIEW_SET, THREAD_SPANS_VIEW_SET].contains(&view_set.as_str()) {
             return plan_err!(
-                "{NAME}: unknown view set '{view_set}'; supported view sets: '{VIEW_SET}', '{SPANS_VIEW_SET}'"
+                "{NAME}: unknown view set '{view_set}'; supported view sets: '{VIEW_SET}', \
+                 '{SPANS_VIEW_SET}', '{THREAD_SPANS_VIEW_SET}'"
             );
         }
         let text = string_arg(NAME, "instance id", constant(&args, instance))?;
+        if view_set == THREAD_SPANS_VIEW_SET {
+            let Ok(stream_id) = uuid::Uuid::parse_str(text.trim()) else {
+                return plan_err!(
+                    "{NAME}: '{text}' is not a stream id: the instances of '{THREAD_SPANS_VIEW_SET}' \
+                     are thread streams (`thread_streams('<process id>')` lists them)"
+                );
+            };
+            return Ok(Arc::new(self.0.thread_spans_table(
+                ThreadSpansOf::Stream(stream_id),
+                TimeBounds::ALL,
+                Flavor::View,
+            )));
+        }
         let pid = parse_process_id(NAME, &text)?;
         if view_set == SPANS_VIEW_SET {
             return Ok(Arc::new(self.0.spans_table(pid, TimeBounds::ALL)));

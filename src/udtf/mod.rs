@@ -26,6 +26,7 @@ use crate::predicate_fixes::install_predicate_fixes;
 use crate::properties::register_property_functions;
 use crate::provider::{AsyncEventsTable, ScanCaches, ScanOptions};
 use crate::spans::AsyncSpansTable;
+use crate::thread_spans::{Flavor, ThreadSpansOf, ThreadSpansTable};
 use crate::time_bounds::TimeBounds;
 use datafusion::catalog::TableFunctionImpl;
 use datafusion::prelude::SessionContext;
@@ -37,6 +38,9 @@ pub const VIEW_SET: &str = "async_events";
 
 /// The view set of async spans in `view_instance`.
 pub const SPANS_VIEW_SET: &str = "async_spans";
+
+/// The view set of micromegas's thread spans: `view_instance('thread_spans', stream_id)`.
+pub const THREAD_SPANS_VIEW_SET: &str = "thread_spans";
 
 /// Registers `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin,
 /// end])` (one row per span, begin and end paired), `view_instance('async_events' |
@@ -172,6 +176,22 @@ impl TableFunctions {
     }
 
     /// The `async_spans` table of a process.
+    pub(crate) fn thread_spans_table(
+        &self,
+        of: ThreadSpansOf,
+        bounds: TimeBounds,
+        flavor: Flavor,
+    ) -> ThreadSpansTable {
+        ThreadSpansTable::new(
+            self.lake.clone(),
+            of,
+            bounds,
+            flavor,
+            self.options.clone(),
+            self.caches.clone(),
+        )
+    }
+
     pub(crate) fn spans_table(&self, process_id: Uuid, bounds: TimeBounds) -> AsyncSpansTable {
         AsyncSpansTable::with_caches(
             self.lake.clone(),

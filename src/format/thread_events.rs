@@ -1,0 +1,175 @@
+//! Thread (scope) span events: what `#[span_fn]` on a plain function and `span_scope!` record
+//! on the thread that runs them, in the same blocks as the async events.
+//!
+//! [`AsyncEventDecoder::decode_thread_blob`] walks a block's objects buffer and hands each
+//! thread span event to a sink, in block order, with its stream-wide id (the block's
+//! `object_offset` plus the record's index in the block, counting every record: micromegas's
+//! span id), its time and its scope. Pairing begins with ends is the caller's job: a scope can
+//! begin in one block and end blocks later.
+
+use super::decoder::{AsyncEventDecoder, ResolvedScope, ScopeEntries};
+use super::dependencies::{Dependencies, EntryIndex, read_u64};
+use super::error::FormatResult;
+use super::hash::scope_hash;
+use super::layout::{EventType, ObjectKind, ScopeSource, StreamLayout};
+use super::lz4::decompress_frame_into;
+use super::payload::PayloadView;
+use super::ticks::TickConverter;
+
+/// One thread span event of a block, borrowed from the decoder until the sink returns.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadEvent<'a> {
+    /// Stream-wide index of the record: the block's `object_offset` plus its index in the block.
+    pub id: i64,
+    /// Nanoseconds since the epoch.
+    pub time: i64,
+    /// Whether the scope was entered or left.
+    pub event_type: EventType,
+    /// The scope hash (micromegas's: name, file, target, line).
+    pub hash: u32,
+    /// Source line.
+    pub line: u32,
+    entries: ScopeEntries,
+    properties: &'a [(EntryIndex, EntryIndex)],
+    deps: &'a Dependencies,
+}
+
+impl<'a> ThreadEvent<'a> {
+    /// Scope name (the function's path for `#[span_fn]`).
+    pub fn name(&self) -> &'a str {
+        self.deps.str(self.entries.name)
+    }
+
+    /// Source file.
+    pub fn filename(&self) -> &'a str {
+        self.deps.str(self.entries.file)
+    }
+
+    /// Target (module path).
+    pub fn target(&self) -> &'a str {
+        self.deps.str(self.entries.target)
+    }
+
+    /// The properties of a tagged end; none for other events.
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let deps = self.deps;
+        self.properties
+            .iter()
+            .map(move |&(k, v)| (deps.str(k), deps.str(v)))
+    }
+}
+
+/// What decoding one block's thread events found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadDecodeSummary {
+    /// Objects in the buffer (all types).
+    pub objects: usize,
+    /// Thread span events handed to the sink.
+    pub events: usize,
+}
+
+impl AsyncEventDecoder {
+    /// Hands the thread span events of a stored blob (CBOR, then LZ4) to `sink`, in record order.
+    /// `object_offset` is the block's `object_offset` (the index of its first record in the
+    /// stream). Stops at the first error, the block's or the sink's.
+    pub fn decode_thread_blob(
+        &mut self,
+        layout: &StreamLayout,
+        blob: &[u8],
+        object_offset: i64,
+        clock: &TickConverter,
+        mut sink: impl FnMut(ThreadEvent<'_>) -> FormatResult<()>,
+    ) -> FormatResult<ThreadDecodeSummary> {
+        let payload = PayloadView::parse(blob)?;
+        let mut objects = std::mem::take(&mut self.objects_buf);
+        let mut deps = std::mem::take(&mut self.dependencies_buf);
+        let result = (|| {
+            let limit = self.inflate_limit;
+            let n = decompress_frame_into(&payload.objects, &mut objects, "objects", limit)?;
+            let d = decompress_frame_into(&payload.dependencies, &mut deps, "dependencies", limit)?;
+            self.dependencies.read(layout, &deps[..d])?;
+            self.thread_scopes.descriptions.clear();
+            self.thread_scopes.named.clear();
+            self.walk_thread_events(layout, &objects[..n], object_offset, clock, &mut sink)
+        })();
+        self.objects_buf = objects;
+        self.dependencies_buf = deps;
+        result
+    }
+
+    fn walk_thread_events(
+        &mut self,
+        layout: &StreamLayout,
+        buf: &[u8],
+        object_offset: i64,
+        clock: &TickConverter,
+        sink: &mut impl FnMut(ThreadEvent<'_>) -> FormatResult<()>,
+    ) -> FormatResult<ThreadDecodeSummary> {
+        let mut summary = ThreadDecodeSummary::default();
+        for (index, record) in layout.object_records(buf).enumerate() {
+            let record = record?;
+            summary.objects += 1;
+            let ObjectKind::Thread(l) = &record.ty.kind else {
+                continue;
+            };
+            let scope = match l.scope {
+                ScopeSource::Description { desc } => {
+                    let id = read_u64(record.bytes, desc);
+                    match self.thread_scopes.descriptions.get(&id) {
+                        Some(s) => *s,
+                        None => {
+                            let s = self.resolve(record.ty, l.scope, record.bytes)?;
+                            self.thread_scopes.descriptions.insert(id, s);
+                            s
+                        }
+                    }
+                }
+                ScopeSource::Named { location, name } => {
+                    let key = (
+                        read_u64(record.bytes, location),
+                        read_u64(record.bytes, name),
+                    );
+                    match self.thread_scopes.named.get(&key) {
+                        Some(s) => *s,
+                        None => {
+                            let s = self.resolve(record.ty, l.scope, record.bytes)?;
+                            self.thread_scopes.named.insert(key, s);
+                            s
+                        }
+                    }
+                }
+            };
+            let properties = self.property_set(record.ty, l.properties, record.bytes)?;
+            let ticks = read_u64(record.bytes, l.time) as i64;
+            summary.events += 1;
+            sink(ThreadEvent {
+                id: object_offset.saturating_add(index as i64),
+                time: clock.ticks_to_ns(ticks),
+                event_type: l.event_type,
+                hash: scope.hash,
+                line: scope.entries.line,
+                entries: scope.entries,
+                properties,
+                deps: &self.dependencies,
+            })?;
+        }
+        Ok(summary)
+    }
+
+    fn resolve(
+        &self,
+        ty: &super::layout::ObjectType,
+        source: ScopeSource,
+        record: &[u8],
+    ) -> FormatResult<ResolvedScope> {
+        let entries = self.scope_entries(ty, source, record)?;
+        let deps = &self.dependencies;
+        let hash = scope_hash(
+            deps.str(entries.name),
+            deps.str(entries.file),
+            deps.str(entries.target),
+            entries.line,
+        );
+        Ok(ResolvedScope { entries, hash })
+    }
+}

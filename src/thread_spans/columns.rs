@@ -1,0 +1,285 @@
+//! The columns of `thread_spans` and `view_instance('thread_spans', …)`, and the builder of
+//! their batches.
+
+use super::call_tree::{Node, Place, RowSink};
+use crate::properties::jsonb_object;
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, BinaryArray, BooleanBuilder, DictionaryArray, Int32Array, Int64Builder,
+    RecordBatch, StringDictionaryBuilder, TimestampNanosecondBuilder, UInt32Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use datafusion::common::Result;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+/// Which table the rows are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `view_instance('thread_spans', stream_id)`: micromegas 0.33's twelve columns, where a span
+    /// cut by the blocks read begins or ends at their edge, as micromegas's do.
+    View,
+    /// `thread_spans(process_id)`: the twelve, then `stream_id`, `thread_name` and `finished`; an
+    /// unknown `begin` or `end` is NULL, as in `async_spans`.
+    Process,
+}
+
+/// Column names, in schema order: micromegas's twelve then ours.
+pub const COLUMNS: [&str; 15] = [
+    "id",
+    "parent",
+    "depth",
+    "hash",
+    "begin",
+    "end",
+    "duration",
+    "name",
+    "target",
+    "filename",
+    "line",
+    "properties",
+    "stream_id",
+    "thread_name",
+    "finished",
+];
+
+fn schema(flavor: Flavor) -> SchemaRef {
+    let dict = |t: DataType| DataType::Dictionary(Box::new(DataType::Int32), Box::new(t));
+    let time = DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()));
+    let nullable = flavor == Flavor::Process;
+    let types = [
+        (DataType::Int64, false),
+        (DataType::Int64, false),
+        (DataType::UInt32, false),
+        (DataType::UInt32, false),
+        (time.clone(), nullable),
+        (time, nullable),
+        (DataType::Int64, nullable),
+        (dict(DataType::Utf8), false),
+        (dict(DataType::Utf8), false),
+        (dict(DataType::Utf8), false),
+        (DataType::UInt32, false),
+        (dict(DataType::Binary), false),
+        (dict(DataType::Utf8), false),
+        (dict(DataType::Utf8), true),
+        (DataType::Boolean, true),
+    ];
+    let width = match flavor {
+        Flavor::View => 12,
+        Flavor::Process => COLUMNS.len(),
+    };
+    Arc::new(Schema::new(
+        COLUMNS
+            .iter()
+            .zip(types)
+            .take(width)
+            .map(|(name, (t, null))| Field::new(*name, t, null))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+static VIEW: LazyLock<SchemaRef> = LazyLock::new(|| schema(Flavor::View));
+static PROCESS: LazyLock<SchemaRef> = LazyLock::new(|| schema(Flavor::Process));
+
+/// The schema of a flavor.
+pub fn thread_spans_schema(flavor: Flavor) -> SchemaRef {
+    match flavor {
+        Flavor::View => VIEW.clone(),
+        Flavor::Process => PROCESS.clone(),
+    }
+}
+
+/// A scope's strings, kept once per stream.
+#[derive(Debug, Clone)]
+pub(crate) struct ScopeStrings {
+    pub name: Box<str>,
+    pub target: Box<str>,
+    pub filename: Box<str>,
+    pub line: u32,
+}
+
+/// What the rows of one chain share.
+#[derive(Debug)]
+pub(crate) struct Chain<'a> {
+    pub scopes: &'a HashMap<u32, ScopeStrings>,
+    pub stream_id: &'a str,
+    pub thread_name: Option<&'a str>,
+    /// The root row's name (micromegas's: `thread-name`-`thread-id`).
+    pub root_name: &'a str,
+    /// The chain's time range: the first block's begin, the last block's end.
+    pub begin: i64,
+    pub end: i64,
+    /// Whether the chain's last block is the stream's last: scopes open at its end never ended
+    /// in the recording (`finished` false) rather than being cut by the range (NULL).
+    pub reaches_stream_end: bool,
+}
+
+/// The rows of a partition, built column by column.
+pub(crate) struct SpanRows {
+    flavor: Flavor,
+    ids: Int64Builder,
+    parents: Int64Builder,
+    depths: UInt32Builder,
+    hashes: UInt32Builder,
+    begins: TimestampNanosecondBuilder,
+    ends: TimestampNanosecondBuilder,
+    durations: Int64Builder,
+    names: StringDictionaryBuilder<Int32Type>,
+    targets: StringDictionaryBuilder<Int32Type>,
+    filenames: StringDictionaryBuilder<Int32Type>,
+    lines: UInt32Builder,
+    property_keys: Vec<i32>,
+    property_sets: Vec<Vec<u8>>,
+    property_index: HashMap<Vec<u8>, i32>,
+    stream_ids: StringDictionaryBuilder<Int32Type>,
+    thread_names: StringDictionaryBuilder<Int32Type>,
+    finished: BooleanBuilder,
+}
+
+impl SpanRows {
+    pub fn new(flavor: Flavor) -> Self {
+        let empty = jsonb_object([]);
+        Self {
+            flavor,
+            ids: Int64Builder::new(),
+            parents: Int64Builder::new(),
+            depths: UInt32Builder::new(),
+            hashes: UInt32Builder::new(),
+            begins: TimestampNanosecondBuilder::new(),
+            ends: TimestampNanosecondBuilder::new(),
+            durations: Int64Builder::new(),
+            names: StringDictionaryBuilder::new(),
+            targets: StringDictionaryBuilder::new(),
+            filenames: StringDictionaryBuilder::new(),
+            lines: UInt32Builder::new(),
+            property_keys: Vec::new(),
+            property_sets: vec![empty.clone()],
+            property_index: HashMap::from([(empty, 0)]),
+            stream_ids: StringDictionaryBuilder::new(),
+            thread_names: StringDictionaryBuilder::new(),
+            finished: BooleanBuilder::new(),
+        }
+    }
+
+    /// Rows appended since the last batch.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The sink that appends the rows of one chain.
+    pub fn chain<'a>(&'a mut self, chain: &'a Chain<'a>) -> ChainRows<'a> {
+        ChainRows { rows: self, chain }
+    }
+
+    /// The rows appended so far as a batch of `schema` (the flavor's, projected by
+    /// `projection`), the builders emptied.
+    pub fn finish(&mut self, projection: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
+        let keys = Int32Array::from(std::mem::take(&mut self.property_keys));
+        let values = BinaryArray::from_iter_values(self.property_sets.iter());
+        let properties = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))?;
+        let utc = |b: &mut TimestampNanosecondBuilder| b.finish().with_timezone("+00:00");
+        let all: [ArrayRef; 15] = [
+            Arc::new(self.ids.finish()),
+            Arc::new(self.parents.finish()),
+            Arc::new(self.depths.finish()),
+            Arc::new(self.hashes.finish()),
+            Arc::new(utc(&mut self.begins)),
+            Arc::new(utc(&mut self.ends)),
+            Arc::new(self.durations.finish()),
+            Arc::new(self.names.finish()),
+            Arc::new(self.targets.finish()),
+            Arc::new(self.filenames.finish()),
+            Arc::new(self.lines.finish()),
+            Arc::new(properties),
+            Arc::new(self.stream_ids.finish()),
+            Arc::new(self.thread_names.finish()),
+            Arc::new(self.finished.finish()),
+        ];
+        let columns = projection.iter().map(|&i| all[i].clone()).collect();
+        Ok(RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(all[0].len())),
+        )?)
+    }
+
+    fn intern_properties(&mut self, node: &Node) -> i32 {
+        if node.properties.is_empty() {
+            return 0;
+        }
+        let jsonb = jsonb_object(node.properties.iter().map(|(k, v)| (&**k, &**v)));
+        if let Some(&key) = self.property_index.get(&jsonb) {
+            return key;
+        }
+        let key = self.property_sets.len() as i32;
+        self.property_sets.push(jsonb.clone());
+        self.property_index.insert(jsonb, key);
+        key
+    }
+}
+
+/// Appends the rows of one chain.
+pub(crate) struct ChainRows<'a> {
+    rows: &'a mut SpanRows,
+    chain: &'a Chain<'a>,
+}
+
+impl RowSink for ChainRows<'_> {
+    fn row(&mut self, node: &Node, place: Place) -> Result<()> {
+        let chain = self.chain;
+        let r = &mut *self.rows;
+        let root = node.id.is_none();
+        let (begin, end) = if root {
+            (Some(chain.begin), Some(chain.end))
+        } else {
+            (node.begin, node.end)
+        };
+        let (begin, end) = match r.flavor {
+            Flavor::View => (
+                Some(begin.unwrap_or(chain.begin)),
+                Some(end.unwrap_or(chain.end)),
+            ),
+            Flavor::Process => (begin, end),
+        };
+        r.ids.append_value(node.id.unwrap_or(-1));
+        r.parents.append_value(place.parent);
+        r.depths.append_value(place.depth);
+        r.hashes.append_value(node.hash);
+        r.begins.append_option(begin);
+        r.ends.append_option(end);
+        r.durations
+            .append_option(begin.zip(end).map(|(b, e)| e - b));
+        if root {
+            r.names.append(chain.root_name)?;
+            r.targets.append("")?;
+            r.filenames.append("")?;
+            r.lines.append_value(0);
+        } else {
+            match chain.scopes.get(&node.hash) {
+                Some(s) => {
+                    r.names.append(&*s.name)?;
+                    r.targets.append(&*s.target)?;
+                    r.filenames.append(&*s.filename)?;
+                    r.lines.append_value(s.line);
+                }
+                None => {
+                    return datafusion::common::internal_err!(
+                        "thread span {} has no scope for hash {}",
+                        node.id.unwrap_or(-1),
+                        node.hash
+                    );
+                }
+            }
+        }
+        let key = r.intern_properties(node);
+        r.property_keys.push(key);
+        r.stream_ids.append(chain.stream_id)?;
+        r.thread_names.append_option(chain.thread_name);
+        r.finished.append_option(match (root, node.end) {
+            (true, _) => None,
+            (false, Some(_)) => Some(true),
+            (false, None) if chain.reaches_stream_end => Some(false),
+            (false, None) => None,
+        });
+        Ok(())
+    }
+}

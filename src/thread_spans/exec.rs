@@ -1,0 +1,549 @@
+//! [`ThreadSpansExec`]: reads the blocks of thread streams in recording order and pairs their
+//! scope events into spans ([`CallTree`]), one chain of blocks at a time.
+//!
+//! Each partition reads whole streams (a stack is per thread), its blocks fetched two ahead and
+//! decoded one by one: memory holds one block, the open scopes and the completed spans waiting
+//! for their tree (at most [`CallTree::DEFAULT_BUDGET`]).
+
+use super::call_tree::{CallTree, Repairs, ScopeEvent};
+use super::columns::{Chain, Flavor, ScopeStrings, SpanRows};
+use crate::error::Error;
+use crate::format::{AsyncEventDecoder, FormatError, StreamLayout, TickConverter, scope_hash};
+use crate::lake::{BlockRecord, Lake, StreamRecord};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// One thread stream to read: its metadata, compiled layout and blocks in recording order.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamPlan {
+    pub stream: StreamRecord,
+    pub layout: Arc<StreamLayout>,
+    pub blocks: Vec<BlockRecord>,
+    /// Whether the last block listed is the stream's last.
+    pub reaches_stream_end: bool,
+}
+
+impl StreamPlan {
+    /// The `thread-name` property, if the stream has one.
+    fn thread_name(&self) -> Option<&str> {
+        self.stream.property("thread-name")
+    }
+
+    /// micromegas's name for the thread's root span: `name-id`, or the thread id, or the
+    /// stream id.
+    fn root_name(&self) -> String {
+        let id = self
+            .stream
+            .property("thread-id")
+            .map_or_else(|| self.stream.stream_id.to_string(), str::to_owned);
+        match self.thread_name() {
+            Some(name) => format!("{name}-{id}"),
+            None => id,
+        }
+    }
+}
+
+/// Pairs the scope events of thread streams into spans.
+#[derive(Debug)]
+pub struct ThreadSpansExec {
+    lake: Lake,
+    process_id: Uuid,
+    clock: TickConverter,
+    partitions: Vec<Vec<StreamPlan>>,
+    flavor: Flavor,
+    /// Output columns, as indices into the flavor's schema.
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    skip_corrupt_blocks: bool,
+    inflate_limit: usize,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// Counters of one partition, shown by `EXPLAIN ANALYZE`.
+#[derive(Debug, Clone)]
+struct ThreadMetrics {
+    blocks_read: Count,
+    blocks_skipped: Count,
+    bytes_fetched: Count,
+    thread_events: Count,
+    chains: Count,
+    spans: Count,
+    closed_by_outer_end: Count,
+    dropped_ends: Count,
+    unmatched_after_flush: Count,
+    decode_time: Time,
+}
+
+impl ThreadMetrics {
+    fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let count = |name: &'static str| MetricBuilder::new(set).counter(name, partition);
+        Self {
+            blocks_read: count("blocks_read"),
+            blocks_skipped: count("blocks_skipped"),
+            bytes_fetched: count("bytes_fetched"),
+            thread_events: count("thread_events"),
+            chains: count("chains"),
+            spans: count("spans"),
+            closed_by_outer_end: count("scopes_closed_by_outer_end"),
+            dropped_ends: count("unmatched_ends_dropped"),
+            unmatched_after_flush: count("unmatched_ends_after_flush"),
+            decode_time: MetricBuilder::new(set).subset_time("decode_time", partition),
+        }
+    }
+
+    fn add(&self, repairs: Repairs) {
+        self.closed_by_outer_end
+            .add(repairs.closed_by_outer_end as usize);
+        self.dropped_ends.add(repairs.dropped_ends as usize);
+        self.unmatched_after_flush
+            .add(repairs.unmatched_after_flush as usize);
+    }
+}
+
+impl ThreadSpansExec {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        lake: Lake,
+        process_id: Uuid,
+        clock: TickConverter,
+        streams: Vec<StreamPlan>,
+        target_partitions: usize,
+        flavor: Flavor,
+        projection: Vec<usize>,
+        options: &crate::provider::ScanOptions,
+    ) -> Self {
+        let full = super::thread_spans_schema(flavor);
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            projection
+                .iter()
+                .map(|&i| full.field(i).clone())
+                .collect::<Vec<_>>(),
+        ));
+        // Streams dealt to partitions, the largest first, each to the least loaded.
+        let n = target_partitions.clamp(1, streams.len().max(1));
+        let mut partitions: Vec<Vec<StreamPlan>> = vec![Vec::new(); n];
+        let mut load = vec![0i64; n];
+        let mut streams = streams;
+        streams.sort_by_key(|s| -s.blocks.iter().map(|b| b.payload_size).sum::<i64>());
+        for s in streams {
+            let i = (0..n).min_by_key(|&i| load[i]).unwrap_or(0);
+            load[i] += s.blocks.iter().map(|b| b.payload_size).sum::<i64>();
+            partitions[i].push(s);
+        }
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(n),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            lake,
+            process_id,
+            clock,
+            partitions,
+            flavor,
+            projection,
+            schema,
+            skip_corrupt_blocks: options.skip_corrupt_blocks,
+            inflate_limit: options.max_inflated_bytes,
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// Thread streams read, over all partitions.
+    pub fn streams(&self) -> usize {
+        self.partitions.iter().map(Vec::len).sum()
+    }
+
+    /// Blocks read, over all partitions.
+    pub fn blocks(&self) -> usize {
+        self.partitions
+            .iter()
+            .flatten()
+            .map(|s| s.blocks.len())
+            .sum()
+    }
+}
+
+impl DisplayAs for ThreadSpansExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "ThreadSpansExec: process={}, streams={}, blocks={}",
+            self.process_id,
+            self.streams(),
+            self.blocks()
+        )
+    }
+}
+
+impl ExecutionPlan for ThreadSpansExec {
+    fn name(&self) -> &str {
+        "ThreadSpansExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            internal_err!("ThreadSpansExec has no children")
+        }
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let Some(streams) = self.partitions.get(partition) else {
+            return internal_err!(
+                "ThreadSpansExec has {} partitions, asked for {partition}",
+                self.partitions.len()
+            );
+        };
+        let reader = PartitionReader {
+            lake: self.lake.clone(),
+            process_id: self.process_id,
+            clock: self.clock,
+            streams: streams.clone(),
+            flavor: self.flavor,
+            projection: self.projection.clone(),
+            schema: self.schema.clone(),
+            batch_size: context.session_config().batch_size(),
+            skip_corrupt_blocks: self.skip_corrupt_blocks,
+            inflate_limit: self.inflate_limit,
+            metrics: ThreadMetrics::new(&self.metrics, partition),
+        };
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            reader
+                .run(|batch| {
+                    let tx = tx.clone();
+                    async move { tx.send(Ok(batch)).await.is_ok() }
+                })
+                .await
+        });
+        Ok(builder.build())
+    }
+}
+
+/// What one partition reads and how it builds its rows.
+struct PartitionReader {
+    lake: Lake,
+    process_id: Uuid,
+    clock: TickConverter,
+    streams: Vec<StreamPlan>,
+    flavor: Flavor,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    batch_size: usize,
+    skip_corrupt_blocks: bool,
+    inflate_limit: usize,
+    metrics: ThreadMetrics,
+}
+
+/// The chain being paired: its tree and time range.
+struct OpenChain {
+    tree: CallTree,
+    root_name: String,
+    begin: i64,
+    end: i64,
+}
+
+/// For each block of a stream, the end (ticks) of its chain: blocks chain while each begins
+/// before the latest end so far (micromegas's contiguous block chains).
+fn chain_ends(blocks: &[BlockRecord]) -> Vec<i64> {
+    let mut ends = vec![0; blocks.len()];
+    let mut start = 0;
+    let mut end: Option<i64> = None;
+    for (i, block) in blocks.iter().enumerate() {
+        if let Some(e) = end
+            && block.begin_ticks > e
+        {
+            ends[start..i].fill(e);
+            start = i;
+            end = None;
+        }
+        end = Some(end.map_or(block.end_ticks, |e| e.max(block.end_ticks)));
+    }
+    if let Some(e) = end {
+        ends[start..].fill(e);
+    }
+    ends
+}
+
+impl PartitionReader {
+    /// Reads every stream; `send` takes each batch and says whether to go on.
+    async fn run<F, Fut>(self, send: F) -> Result<()>
+    where
+        F: Fn(datafusion::arrow::array::RecordBatch) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut decoder = AsyncEventDecoder::new().with_inflate_limit(self.inflate_limit);
+        let mut rows = SpanRows::new(self.flavor);
+        for plan in &self.streams {
+            let stream_id = plan.stream.stream_id.to_string();
+            let thread_name = plan.thread_name();
+            let root_name = plan.root_name();
+            let root_hash = scope_hash(&root_name, "", "", 0);
+            let chain_end = chain_ends(&plan.blocks);
+            let mut chain_of: Option<i64> = None;
+            let mut scopes: HashMap<u32, ScopeStrings> = HashMap::new();
+            let mut chain: Option<OpenChain> = None;
+            let lake = self.lake.clone();
+            let mut fetches = futures::stream::iter(plan.blocks.iter().cloned())
+                .map(|block| {
+                    let lake = lake.clone();
+                    async move {
+                        let blob = lake.fetch_blob(&block).await;
+                        (block, blob)
+                    }
+                })
+                .buffered(2);
+            let last = plan.blocks.len();
+            let mut index = 0;
+            while let Some((block, blob)) = fetches.next().await {
+                let this_chain = chain_end[index];
+                index += 1;
+                // A block that does not touch the chain's end starts a new chain (micromegas's
+                // contiguous block chains); so does a block that could not be read.
+                let blob = match blob.map_err(DataFusionError::from)? {
+                    Some(blob) => blob,
+                    None => {
+                        self.metrics.blocks_skipped.add(1);
+                        self.close_chain(
+                            chain.take(),
+                            plan,
+                            &stream_id,
+                            &scopes,
+                            &mut rows,
+                            false,
+                        )?;
+                        continue;
+                    }
+                };
+                self.metrics.blocks_read.add(1);
+                self.metrics.bytes_fetched.add(blob.len());
+                if chain_of != Some(this_chain) {
+                    self.close_chain(chain.take(), plan, &stream_id, &scopes, &mut rows, false)?;
+                    chain_of = Some(this_chain);
+                }
+                let open = chain.get_or_insert_with(|| {
+                    self.metrics.chains.add(1);
+                    OpenChain {
+                        tree: CallTree::new(root_hash, CallTree::DEFAULT_BUDGET),
+                        root_name: root_name.clone(),
+                        begin: self.clock.delta_to_ns(block.begin_ticks),
+                        end: self.clock.delta_to_ns(this_chain),
+                    }
+                });
+                let decoded = {
+                    let _timer = self.metrics.decode_time.timer();
+                    decode_block(
+                        &mut decoder,
+                        plan,
+                        &block,
+                        &blob,
+                        &self.clock,
+                        open,
+                        &mut scopes,
+                        &mut rows,
+                        &stream_id,
+                        thread_name,
+                    )
+                };
+                match decoded {
+                    Ok(events) => self.metrics.thread_events.add(events),
+                    Err(BlockFailure::Format(source)) if self.skip_corrupt_blocks => {
+                        log::warn!(
+                            "skipped block {} of stream {} (process {}): {source}",
+                            block.block_id,
+                            block.stream_id,
+                            self.process_id
+                        );
+                        self.metrics.blocks_skipped.add(1);
+                        // What the block held before the defect is in the tree: end the chain.
+                        self.close_chain(
+                            chain.take(),
+                            plan,
+                            &stream_id,
+                            &scopes,
+                            &mut rows,
+                            false,
+                        )?;
+                    }
+                    Err(BlockFailure::Format(source)) => {
+                        return Err(Error::Block {
+                            process_id: self.process_id,
+                            stream_id: block.stream_id,
+                            block_id: block.block_id,
+                            source,
+                        }
+                        .into());
+                    }
+                    Err(BlockFailure::Rows(e)) => {
+                        return Err(e.context(format!(
+                            "block {} of stream {} (process {})",
+                            block.block_id, block.stream_id, self.process_id
+                        )));
+                    }
+                }
+                if index == last {
+                    let end = plan.reaches_stream_end;
+                    self.close_chain(chain.take(), plan, &stream_id, &scopes, &mut rows, end)?;
+                }
+                if rows.len() >= self.batch_size {
+                    self.metrics.spans.add(rows.len());
+                    if !send(rows.finish(&self.projection, &self.schema)?).await {
+                        return Ok(());
+                    }
+                }
+            }
+            self.close_chain(chain.take(), plan, &stream_id, &scopes, &mut rows, false)?;
+        }
+        if rows.len() > 0 {
+            self.metrics.spans.add(rows.len());
+            send(rows.finish(&self.projection, &self.schema)?).await;
+        }
+        Ok(())
+    }
+
+    /// Ends a chain: its open scopes end with it, its remaining rows are appended.
+    fn close_chain(
+        &self,
+        chain: Option<OpenChain>,
+        plan: &StreamPlan,
+        stream_id: &str,
+        scopes: &HashMap<u32, ScopeStrings>,
+        rows: &mut SpanRows,
+        reaches_stream_end: bool,
+    ) -> Result<()> {
+        let Some(open) = chain else {
+            return Ok(());
+        };
+        let context = Chain {
+            scopes,
+            stream_id,
+            thread_name: plan.thread_name(),
+            root_name: &open.root_name,
+            begin: open.begin,
+            end: open.end,
+            reaches_stream_end,
+        };
+        let repairs = open.tree.finish(&mut rows.chain(&context))?;
+        self.metrics.add(repairs);
+        Ok(())
+    }
+}
+
+/// Why a block's events could not be paired.
+enum BlockFailure {
+    /// The block itself is malformed.
+    Format(FormatError),
+    /// Pairing or building the rows failed.
+    Rows(DataFusionError),
+}
+
+/// Pairs the thread events of one block into the open chain; returns how many there were.
+#[allow(clippy::too_many_arguments)]
+fn decode_block(
+    decoder: &mut AsyncEventDecoder,
+    plan: &StreamPlan,
+    block: &BlockRecord,
+    blob: &[u8],
+    clock: &TickConverter,
+    open: &mut OpenChain,
+    scopes: &mut HashMap<u32, ScopeStrings>,
+    rows: &mut SpanRows,
+    stream_id: &str,
+    thread_name: Option<&str>,
+) -> std::result::Result<usize, BlockFailure> {
+    let mut failure: Option<DataFusionError> = None;
+    let (begin, end) = (open.begin, open.end);
+    let OpenChain {
+        tree, root_name, ..
+    } = open;
+    let summary =
+        decoder.decode_thread_blob(&plan.layout, blob, block.object_offset, clock, |event| {
+            scopes.entry(event.hash).or_insert_with(|| ScopeStrings {
+                name: event.name().into(),
+                target: event.target().into(),
+                filename: event.filename().into(),
+                line: event.line,
+            });
+            let context = Chain {
+                scopes,
+                stream_id,
+                thread_name,
+                root_name: root_name.as_str(),
+                begin,
+                end,
+                reaches_stream_end: false,
+            };
+            let fields = ScopeEvent {
+                id: event.id,
+                time: event.time,
+                event_type: event.event_type,
+                hash: event.hash,
+            };
+            let properties = || {
+                event
+                    .properties()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect()
+            };
+            tree.push(fields, properties, &mut rows.chain(&context))
+                .map_err(|e| {
+                    let detail = e.to_string();
+                    failure = Some(e);
+                    FormatError::Output { detail }
+                })
+        });
+    match (summary, failure) {
+        (_, Some(e)) => Err(BlockFailure::Rows(e)),
+        (Ok(summary), None) => Ok(summary.events),
+        (Err(e), None) => Err(BlockFailure::Format(e)),
+    }
+}

@@ -1,0 +1,213 @@
+//! [`ThreadSpansTable`]: the `TableProvider` of `thread_spans(process_id [, begin, end])` and of
+//! `view_instance('thread_spans', stream_id)`.
+//!
+//! Planning lists the process's thread streams and their blocks overlapping the range in the
+//! metadata database (a `stream_id` filter narrows the streams), then hands them to a
+//! [`ThreadSpansExec`]. Whole blocks are read: a scope's begin and end may be anywhere in them.
+
+use super::columns::{COLUMNS, Flavor, thread_spans_schema};
+use super::exec::{StreamPlan, ThreadSpansExec};
+use crate::lake::{BlockWindow, Lake};
+use crate::provider::{ScanCaches, ScanOptions, ScanPredicate, process_clock};
+use crate::time_bounds::TimeBounds;
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Result, plan_err};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Whose thread spans a table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadSpansOf {
+    /// Every thread of a process.
+    Process(Uuid),
+    /// One thread stream (`view_instance('thread_spans', stream_id)`); its process is looked up.
+    Stream(Uuid),
+}
+
+/// The thread spans of a process or of one thread, as a table.
+#[derive(Debug, Clone)]
+pub struct ThreadSpansTable {
+    lake: Lake,
+    of: ThreadSpansOf,
+    bounds: TimeBounds,
+    flavor: Flavor,
+    options: ScanOptions,
+    caches: Arc<ScanCaches>,
+}
+
+impl ThreadSpansTable {
+    /// The spans of `of` in blocks overlapping `bounds`, with `flavor`'s columns.
+    pub fn new(
+        lake: Lake,
+        of: ThreadSpansOf,
+        bounds: TimeBounds,
+        flavor: Flavor,
+        options: ScanOptions,
+        caches: Arc<ScanCaches>,
+    ) -> Self {
+        Self {
+            lake,
+            of,
+            bounds,
+            flavor,
+            options,
+            caches,
+        }
+    }
+
+    /// Whether a filter only names `stream_id` (then it narrows the streams listed).
+    fn on_stream_id(filter: &Expr) -> bool {
+        let refs = filter.column_refs();
+        !refs.is_empty() && refs.iter().all(|c| c.name == "stream_id")
+    }
+}
+
+#[async_trait]
+impl TableProvider for ThreadSpansTable {
+    fn schema(&self) -> SchemaRef {
+        thread_spans_schema(self.flavor)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if Self::on_stream_id(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let width = self.schema().fields().len();
+        let projection: Vec<usize> = match projection {
+            None => (0..width).collect(),
+            Some(p) => p.clone(),
+        };
+        if let Some(&bad) = projection.iter().find(|&&i| i >= width) {
+            return plan_err!("thread_spans has no column {bad}");
+        }
+        let (process_id, only) = match self.of {
+            ThreadSpansOf::Process(pid) => (pid, None),
+            ThreadSpansOf::Stream(sid) => match self.lake.stream_process(sid).await? {
+                Some(pid) => (pid, Some(vec![sid])),
+                None => {
+                    return plan_err!("thread_spans: stream {sid} is not in the lake");
+                }
+            },
+        };
+        let now = state.execution_props().query_execution_start_time;
+        let stream_filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| Self::on_stream_id(f))
+            .map(|f| unnormalize_col(f.clone()))
+            .collect();
+        let (predicate, _) = ScanPredicate::from_filters(&stream_filters, now);
+        let only = match (only, predicate.streams) {
+            (Some(one), Some(allowed)) => {
+                Some(one.into_iter().filter(|s| allowed.contains(s)).collect())
+            }
+            (Some(one), None) => Some(one),
+            (None, Some(allowed)) => Some(allowed.into_iter().collect()),
+            (None, None) => None,
+        };
+        let schema = {
+            let full = self.schema();
+            Arc::new(datafusion::arrow::datatypes::Schema::new(
+                projection
+                    .iter()
+                    .map(|&i| full.field(i).clone())
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        if predicate.impossible || only.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let process = self.lake.process(process_id).await?;
+        let clock = process_clock(&self.lake, &process).await?;
+        let streams = self.lake.cpu_streams(process_id, only.as_deref()).await?;
+        let mut with_layouts = Vec::new();
+        for stream in streams {
+            let layout = self.caches.layouts.layout(process_id, &stream)?;
+            if layout.has_thread_events() {
+                with_layouts.push((stream, layout));
+            }
+        }
+        let ids: Vec<Uuid> = with_layouts.iter().map(|(s, _)| s.stream_id).collect();
+        let range = self.bounds.intersect(self.options.query_range);
+        // Listed from the range's start to the stream's end: the blocks after the range say
+        // whether a scope open at its end ever ended.
+        let window = BlockWindow::Ticks {
+            begin: range
+                .begin
+                .map(|b| clock.ns_to_delta(b.saturating_sub(1_000)).saturating_sub(1)),
+            end: None,
+        };
+        let blocks = self.lake.blocks(process_id, &ids, window).await?;
+        let last_tick = range
+            .end
+            .map(|e| clock.ns_to_delta(e.saturating_add(1_000)).saturating_add(1));
+        let plans: Vec<StreamPlan> = with_layouts
+            .into_iter()
+            .filter_map(|(stream, layout)| {
+                let mut mine: Vec<_> = blocks
+                    .iter()
+                    .filter(|b| b.stream_id == stream.stream_id)
+                    .cloned()
+                    .collect();
+                mine.sort_by_key(|b| (b.begin_ticks, b.object_offset));
+                let listed = mine.len();
+                if let Some(last) = last_tick {
+                    mine.retain(|b| b.begin_ticks <= last);
+                }
+                let reaches_stream_end = mine.len() == listed;
+                (!mine.is_empty()).then_some(StreamPlan {
+                    stream,
+                    layout,
+                    blocks: mine,
+                    reaches_stream_end,
+                })
+            })
+            .collect();
+        Ok(Arc::new(ThreadSpansExec::new(
+            self.lake.clone(),
+            process_id,
+            clock,
+            plans,
+            state.config().target_partitions(),
+            self.flavor,
+            projection,
+            &self.options,
+        )))
+    }
+}
+
+/// Column names of a flavor (for documentation and tests).
+pub fn thread_spans_columns(flavor: Flavor) -> &'static [&'static str] {
+    match flavor {
+        Flavor::View => &COLUMNS[..12],
+        Flavor::Process => &COLUMNS,
+    }
+}
