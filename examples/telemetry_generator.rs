@@ -8,7 +8,8 @@
 //! `JOBS` upload jobs (default 400): each job reads chunks, compresses them on whichever worker
 //! is free (spawned in the job's context, so spans begin on one thread and end on another),
 //! uploads them under a deadline (slow uploads are dropped, leaving spans that never end) and
-//! commits. A background flusher and a heartbeat run beside them. The last line printed is
+//! commits; compressing hashes on the worker thread (`hash_block`, a thread span with a nested
+//! scope). A background flusher and a heartbeat run beside them. The last line printed is
 //! `process_id=<uuid>`.
 
 use datafusion_async_events::Lake;
@@ -31,15 +32,23 @@ async fn read_chunk(job: u64, chunk: u64) -> u64 {
     job * 1_000 + chunk
 }
 
+/// Synchronous work on the worker: a thread span (scope), with a nested named scope.
 #[span_fn]
-async fn compress(data: u64) -> u64 {
-    // CPU work between awaits.
+fn hash_block(data: u64) -> u64 {
     let mut h = data;
     for _ in 0..5_000 {
         h = h.wrapping_mul(0x100_0000_01B3) ^ (h >> 29);
     }
-    tokio::task::yield_now().await;
+    span_scope!("hash.finish");
     std::hint::black_box(h)
+}
+
+#[span_fn]
+async fn compress(data: u64) -> u64 {
+    // CPU work between awaits.
+    let h = hash_block(data);
+    tokio::task::yield_now().await;
+    h
 }
 
 #[span_fn]

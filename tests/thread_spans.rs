@@ -16,71 +16,18 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use datafusion_async_events::provider::process_clock;
-use micromegas_tracing::prelude::*;
 use std::collections::BTreeMap;
 
 const CALLS: u64 = 40;
-const MODULE: &str = module_path!();
-
-#[span_fn]
-fn inner(i: u64) -> u64 {
-    let mut h = i;
-    for _ in 0..200 {
-        h = h.rotate_left(3) ^ 0x5bd1_e995;
-    }
-    std::hint::black_box(h)
-}
-
-#[span_fn]
-fn middle(i: u64) -> u64 {
-    let mut span = span_scope!(name = "tagged", parity = %(i % 2));
-    span.set_property("call", i.to_string());
-    inner(i) ^ inner(i + 1)
-}
-
-#[span_fn]
-fn outer(i: u64) -> u64 {
-    let a = middle(i);
-    span_scope_named!("named_scope");
-    {
-        span_scope_named_dyn!(format!("dyn_{}", i % 3));
-        a ^ inner(i)
-    }
-}
-
-/// Three threads calling `outer`; the third stays inside `outer` and `held` when it flushes
-/// (then leaves them only after its stream is unregistered: those ends are never recorded).
-fn program() {
-    let workers: Vec<_> = (0..3)
-        .map(|t| {
-            std::thread::Builder::new()
-                .name(format!("worker-{t}"))
-                .spawn(move || {
-                    micromegas_tracing::dispatch::init_thread_stream();
-                    for i in 0..CALLS {
-                        std::hint::black_box(outer(t * 1000 + i));
-                    }
-                    if t == 2 {
-                        span_scope!("left_open");
-                        {
-                            span_scope!("held");
-                            micromegas_tracing::dispatch::unregister_thread_stream();
-                        }
-                    } else {
-                        micromegas_tracing::dispatch::unregister_thread_stream();
-                    }
-                })
-                .unwrap()
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
-}
+const MODULE: &str = common::thread_workload::MODULE;
 
 fn recording() -> &'static Recording {
     static REC: std::sync::OnceLock<Recording> = std::sync::OnceLock::new();
-    REC.get_or_init(|| std::thread::spawn(|| record(program)).join().unwrap())
+    REC.get_or_init(|| {
+        std::thread::spawn(|| record(|| common::thread_workload::program(CALLS)))
+            .join()
+            .unwrap()
+    })
 }
 
 /// One span row as compared: id, parent, depth, name, target, filename, line, begin, end,
@@ -403,5 +350,83 @@ on_both! {
         assert!(err.contains(&format!("stream {missing} is not in the lake")), "{err}");
         let err = query_err(&ctx, &format!("SELECT * FROM thread_spans('{missing}')")).await;
         assert!(err.contains(&missing.to_string()), "{err}");
+    }
+}
+
+on_both! {
+    async fn process_spans_holds_both_kinds_with_micromegas_columns(backend: Backend) {
+        static REC: std::sync::OnceLock<Recording> = std::sync::OnceLock::new();
+        let rec = REC.get_or_init(|| {
+            std::thread::spawn(|| common::workload::record_workload(4)).join().unwrap()
+        });
+        let t = open(backend).await;
+        store(&t.lake, rec).await;
+        let pid = rec.process.process_id;
+        let ctx = context(&t.lake);
+        let both = query(&ctx, &format!("SELECT * FROM process_spans('{pid}', 'both')")).await;
+        let schema = both[0].schema();
+        let fields: Vec<(String, DataType)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        let dict = |t| DataType::Dictionary(Box::new(DataType::Int32), Box::new(t));
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()));
+        // micromegas-analytics 0.33 process_spans_table_function.rs output_schema().
+        assert_eq!(fields, vec![
+            ("stream_id".into(), dict(DataType::Utf8)),
+            ("thread_name".into(), dict(DataType::Utf8)),
+            ("id".into(), DataType::Int64),
+            ("parent".into(), DataType::Int64),
+            ("depth".into(), DataType::UInt32),
+            ("hash".into(), DataType::UInt32),
+            ("begin".into(), ts.clone()),
+            ("end".into(), ts),
+            ("duration".into(), DataType::Int64),
+            ("name".into(), dict(DataType::Utf8)),
+            ("target".into(), dict(DataType::Utf8)),
+            ("filename".into(), dict(DataType::Utf8)),
+            ("line".into(), DataType::UInt32),
+            ("properties".into(), dict(DataType::Binary)),
+        ]);
+        let count = |sql: String| {
+            let ctx = ctx.clone();
+            async move { ints(&query(&ctx, &sql).await[0], "n")[0].unwrap() }
+        };
+        // The thread rows are each thread's view_instance rows, named as its root is.
+        let thread_rows = count(format!(
+            "SELECT count(*) AS n FROM process_spans('{pid}', 'thread') p JOIN thread_spans('{pid}') t \
+             ON p.stream_id = t.stream_id AND p.id = t.id AND p.depth = t.depth AND p.name = t.name \
+             AND p.\"begin\" = coalesce(t.\"begin\", p.\"begin\")")).await;
+        let threads_all = count(format!("SELECT count(*) AS n FROM thread_spans('{pid}')")).await;
+        assert_eq!(thread_rows, threads_all);
+        let sync_work = count(format!(
+            "SELECT count(*) AS n FROM process_spans('{pid}', 'thread') WHERE name = 'sync_work'")).await;
+        assert_eq!(sync_work, 4);
+        let display = count(format!(
+            "SELECT count(*) AS n FROM process_spans('{pid}', 'thread') p \
+             JOIN (SELECT stream_id, name FROM thread_spans('{pid}') WHERE id = -1) r \
+             ON p.stream_id = r.stream_id WHERE p.thread_name <> r.name")).await;
+        assert_eq!(display, 0, "thread_name is the root's name-id");
+        // The async rows: async spans that finished after they began, on no stream.
+        let finished = count(format!(
+            "SELECT count(*) AS n FROM async_spans('{pid}') WHERE finished AND \"begin\" < \"end\"")).await;
+        let async_rows = count(format!(
+            "SELECT count(*) AS n FROM process_spans('{pid}', 'async') p JOIN async_spans('{pid}') a \
+             ON p.id = a.span_id AND p.parent = a.parent_span_id AND p.\"begin\" = a.\"begin\" \
+             AND p.\"end\" = a.\"end\" AND p.duration = CAST(a.duration AS BIGINT) AND p.name = a.name \
+             AND p.hash = a.hash WHERE p.stream_id = '' AND p.thread_name = 'async'")).await;
+        assert_eq!(async_rows, finished);
+        assert!(finished > 40, "{finished}");
+        let tagged = count(format!(
+            "SELECT count(*) AS n FROM process_spans('{pid}', 'async') \
+             WHERE jsonb_as_string(jsonb_get(properties, 'rows')) = '3'")).await;
+        assert_eq!(tagged, 4, "tagged_work's property, as JSONB");
+        let total = both.iter().map(|b| b.num_rows() as i64).sum::<i64>();
+        assert_eq!(total, threads_all + finished);
+        let view = count(format!("SELECT count(*) AS n FROM view_instance('process_spans', '{pid}')")).await;
+        assert_eq!(view, total);
+        let err = query_err(&ctx, &format!("SELECT * FROM process_spans('{pid}', 'sync')")).await;
+        assert!(err.contains("span_types must be 'thread', 'async', or 'both', given: sync"), "{err}");
     }
 }

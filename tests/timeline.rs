@@ -14,7 +14,9 @@ use datafusion_async_events::Lake;
 use datafusion_async_events::timeline::perfetto::decode_trace;
 use datafusion_async_events::timeline::proto::{SLICE_BEGIN, SLICE_END, Trace};
 use datafusion_async_events::timeline::svg::{SvgOptions, render_png, render_svg};
-use datafusion_async_events::timeline::{Span, Timeline, spans_of_batch};
+use datafusion_async_events::timeline::{
+    Span, SpanKind, THREAD_SPAN_COLUMNS, Timeline, spans_of_batch, thread_spans_of_batch,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -90,6 +92,20 @@ async fn spans(ctx: &SessionContext, args: &str) -> Vec<Span> {
         .await
         .iter()
         .flat_map(|b| spans_of_batch(b).unwrap())
+        .collect()
+}
+
+/// The spans of `thread_spans` (but the thread's own root rows), as the pictures read them.
+async fn thread_spans(ctx: &SessionContext, pid: &str) -> Vec<Span> {
+    let columns: Vec<String> = THREAD_SPAN_COLUMNS
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect();
+    let sql = format!("SELECT {} FROM thread_spans('{pid}')", columns.join(", "));
+    collect(ctx, &sql)
+        .await
+        .iter()
+        .flat_map(|b| thread_spans_of_batch(b).unwrap())
         .collect()
 }
 
@@ -307,6 +323,8 @@ async fn perfetto_trace_of_a_range_equals_the_trace_command() {
             &begin,
             "--end",
             &end,
+            "--span-types",
+            "async",
             "-o",
             "t.pftrace",
         ],
@@ -334,21 +352,12 @@ async fn bad_arguments_are_plan_errors() {
         }
     };
     let e = err(format!(
-        "SELECT * FROM perfetto_trace_chunks('{pid}', 'thread', NULL, NULL)"
-    ))
-    .await;
-    assert!(e.contains("thread spans are not available yet"), "{e}");
-    let e = err(format!(
-        "SELECT * FROM perfetto_trace_chunks('{pid}', 'both')"
-    ))
-    .await;
-    assert!(e.contains("thread spans are not available yet"), "{e}");
-    let e = err(format!(
         "SELECT * FROM perfetto_trace_chunks('{pid}', 'sync')"
     ))
     .await;
+    // micromegas's message, word for word.
     assert!(
-        e.contains("span_types must be 'thread', 'async' or 'both'"),
+        e.contains("span_types must be 'thread', 'async', or 'both', given: sync"),
         "{e}"
     );
     let e = err("SELECT * FROM perfetto_trace_chunks('nope', 'async')".into()).await;
@@ -379,10 +388,11 @@ async fn timeline_svg_parses_and_renders() {
     let (dir, lake, pid) = folder_with_lake().await;
     let ctx = context(&lake);
     let timeline = Timeline::load(&ctx, &pid, None, None).await.unwrap();
-    assert_eq!(
-        timeline.spans.len(),
-        spans(&ctx, &format!("'{pid}'")).await.len()
+    let (thread, async_) = (
+        thread_spans(&ctx, &pid).await.len(),
+        spans(&ctx, &format!("'{pid}'")).await.len(),
     );
+    assert_eq!(timeline.spans.len(), thread + async_);
     let options = SvgOptions {
         width: 900,
         legend: 5,
@@ -445,6 +455,7 @@ fn empty_timeline_still_draws() {
 #[test]
 fn extreme_times_draw_without_panicking() {
     let span = |begin, end, finished| Span {
+        kind: SpanKind::Async,
         span_id: 1,
         name: "x".into(),
         depth: 0,
@@ -464,4 +475,58 @@ fn extreme_times_draw_without_panicking() {
     };
     let svg = render_svg(&timeline, &SvgOptions::default());
     render_png(&svg).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perfetto_trace_of_thread_and_async_spans() {
+    // A workload with scopes (`span_scope!` inside async functions) on its worker threads.
+    let rec = std::thread::spawn(|| common::workload::record_workload(6))
+        .join()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::create_embedded(dir.path().join("lake"))
+        .await
+        .unwrap();
+    store(&lake, &rec).await;
+    let pid = rec.process.process_id.to_string();
+    let ctx = context(&lake);
+    let names = thread_names(&ctx, &pid).await;
+    let thread = thread_spans(&ctx, &pid).await;
+    let async_ = spans(&ctx, &format!("'{pid}'")).await;
+    assert_eq!(
+        thread.iter().filter(|s| s.name == "sync_work").count(),
+        6,
+        "one sync_work scope per top"
+    );
+    for (types, expected) in [
+        ("thread", thread.clone()),
+        ("async", async_.clone()),
+        ("both", [thread.clone(), async_.clone()].concat()),
+    ] {
+        let trace = decode_trace(&chunks(&ctx, &format!("'{pid}', '{types}'")).await).unwrap();
+        check_trace(&trace, &expected, &names);
+        // Thread scopes sit on `thread depth N` tracks, async spans on `depth N` tracks.
+        let (tracks, slices) = slices(&trace);
+        let on = |prefix: &str| {
+            let mut v: Vec<(String, i64, i64)> = slices
+                .iter()
+                .filter(|s| tracks[&s.track].0.starts_with(prefix))
+                .map(|s| (s.name.clone(), s.begin, s.end))
+                .collect();
+            v.sort();
+            v
+        };
+        let mut want: Vec<(String, i64, i64)> = expected
+            .iter()
+            .filter(|s| s.kind == SpanKind::Thread)
+            .map(|s| (s.name.clone(), s.begin.unwrap(), s.end.unwrap()))
+            .collect();
+        want.sort();
+        assert_eq!(on("thread depth "), want, "{types}");
+        let async_slices = expected
+            .iter()
+            .filter(|s| s.kind == SpanKind::Async)
+            .count();
+        assert_eq!(on("depth ").len(), async_slices, "{types}");
+    }
 }

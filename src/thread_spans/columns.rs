@@ -21,7 +21,34 @@ pub enum Flavor {
     /// `thread_spans(process_id)`: the twelve, then `stream_id`, `thread_name` and `finished`; an
     /// unknown `begin` or `end` is NULL, as in `async_spans`.
     Process,
+    /// The thread rows of micromegas's `process_spans(process_id, …)`: `stream_id`, then
+    /// `thread_name` (the root's name, `name-id`), then the twelve of [`Flavor::View`].
+    ProcessSpans,
 }
+
+impl Flavor {
+    /// For each column of the flavor's schema, the index of the column built (in [`COLUMNS`]
+    /// order, then the display name).
+    pub(crate) fn sources(self) -> &'static [usize] {
+        const VIEW: [usize; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+        const PROCESS: [usize; 15] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
+        const PROCESS_SPANS: [usize; 14] = [12, DISPLAY_NAME, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+        match self {
+            Flavor::View => &VIEW,
+            Flavor::Process => &PROCESS,
+            Flavor::ProcessSpans => &PROCESS_SPANS,
+        }
+    }
+
+    /// Whether a span cut by the blocks read begins or ends at their edge (micromegas's values)
+    /// rather than NULL.
+    fn clips(self) -> bool {
+        self != Flavor::Process
+    }
+}
+
+/// Index of the display name (`thread-name`-`thread-id`) among the columns built.
+const DISPLAY_NAME: usize = 15;
 
 /// Column names, in schema order: micromegas's twelve then ours.
 pub const COLUMNS: [&str; 15] = [
@@ -45,8 +72,8 @@ pub const COLUMNS: [&str; 15] = [
 fn schema(flavor: Flavor) -> SchemaRef {
     let dict = |t: DataType| DataType::Dictionary(Box::new(DataType::Int32), Box::new(t));
     let time = DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()));
-    let nullable = flavor == Flavor::Process;
-    let types = [
+    let nullable = !flavor.clips();
+    let built = [
         (DataType::Int64, false),
         (DataType::Int64, false),
         (DataType::UInt32, false),
@@ -62,29 +89,31 @@ fn schema(flavor: Flavor) -> SchemaRef {
         (dict(DataType::Utf8), false),
         (dict(DataType::Utf8), true),
         (DataType::Boolean, true),
+        (dict(DataType::Utf8), false),
     ];
-    let width = match flavor {
-        Flavor::View => 12,
-        Flavor::Process => COLUMNS.len(),
+    let name = |i: usize| match i {
+        DISPLAY_NAME => "thread_name",
+        i => COLUMNS[i],
     };
     Arc::new(Schema::new(
-        COLUMNS
+        flavor
+            .sources()
             .iter()
-            .zip(types)
-            .take(width)
-            .map(|(name, (t, null))| Field::new(*name, t, null))
+            .map(|&i| Field::new(name(i), built[i].0.clone(), built[i].1))
             .collect::<Vec<_>>(),
     ))
 }
 
 static VIEW: LazyLock<SchemaRef> = LazyLock::new(|| schema(Flavor::View));
 static PROCESS: LazyLock<SchemaRef> = LazyLock::new(|| schema(Flavor::Process));
+static PROCESS_SPANS: LazyLock<SchemaRef> = LazyLock::new(|| schema(Flavor::ProcessSpans));
 
 /// The schema of a flavor.
 pub fn thread_spans_schema(flavor: Flavor) -> SchemaRef {
     match flavor {
         Flavor::View => VIEW.clone(),
         Flavor::Process => PROCESS.clone(),
+        Flavor::ProcessSpans => PROCESS_SPANS.clone(),
     }
 }
 
@@ -133,6 +162,7 @@ pub(crate) struct SpanRows {
     stream_ids: StringDictionaryBuilder<Int32Type>,
     thread_names: StringDictionaryBuilder<Int32Type>,
     finished: BooleanBuilder,
+    display_names: StringDictionaryBuilder<Int32Type>,
 }
 
 impl SpanRows {
@@ -157,6 +187,7 @@ impl SpanRows {
             stream_ids: StringDictionaryBuilder::new(),
             thread_names: StringDictionaryBuilder::new(),
             finished: BooleanBuilder::new(),
+            display_names: StringDictionaryBuilder::new(),
         }
     }
 
@@ -171,13 +202,14 @@ impl SpanRows {
     }
 
     /// The rows appended so far as a batch of `schema` (the flavor's, projected by
-    /// `projection`), the builders emptied.
+    /// `projection`: indices of the columns built, see [`Flavor::sources`]), the builders
+    /// emptied.
     pub fn finish(&mut self, projection: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
         let keys = Int32Array::from(std::mem::take(&mut self.property_keys));
         let values = BinaryArray::from_iter_values(self.property_sets.iter());
         let properties = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))?;
         let utc = |b: &mut TimestampNanosecondBuilder| b.finish().with_timezone("+00:00");
-        let all: [ArrayRef; 15] = [
+        let all: [ArrayRef; 16] = [
             Arc::new(self.ids.finish()),
             Arc::new(self.parents.finish()),
             Arc::new(self.depths.finish()),
@@ -193,6 +225,7 @@ impl SpanRows {
             Arc::new(self.stream_ids.finish()),
             Arc::new(self.thread_names.finish()),
             Arc::new(self.finished.finish()),
+            Arc::new(self.display_names.finish()),
         ];
         let columns = projection.iter().map(|&i| all[i].clone()).collect();
         Ok(RecordBatch::try_new_with_options(
@@ -233,12 +266,12 @@ impl RowSink for ChainRows<'_> {
         } else {
             (node.begin, node.end)
         };
-        let (begin, end) = match r.flavor {
-            Flavor::View => (
+        let (begin, end) = match r.flavor.clips() {
+            true => (
                 Some(begin.unwrap_or(chain.begin)),
                 Some(end.unwrap_or(chain.end)),
             ),
-            Flavor::Process => (begin, end),
+            false => (begin, end),
         };
         r.ids.append_value(node.id.unwrap_or(-1));
         r.parents.append_value(place.parent);
@@ -274,6 +307,7 @@ impl RowSink for ChainRows<'_> {
         r.property_keys.push(key);
         r.stream_ids.append(chain.stream_id)?;
         r.thread_names.append_option(chain.thread_name);
+        r.display_names.append(chain.root_name)?;
         r.finished.append_option(match (root, node.end) {
             (true, _) => None,
             (false, Some(_)) => Some(true),

@@ -68,7 +68,7 @@ pub struct ThreadSpansExec {
     clock: TickConverter,
     partitions: Vec<Vec<StreamPlan>>,
     flavor: Flavor,
-    /// Output columns, as indices into the flavor's schema.
+    /// Output columns, as indices of the columns built ([`Flavor::sources`]).
     projection: Vec<usize>,
     schema: SchemaRef,
     skip_corrupt_blocks: bool,
@@ -137,6 +137,8 @@ impl ThreadSpansExec {
                 .map(|&i| full.field(i).clone())
                 .collect::<Vec<_>>(),
         ));
+        // From indices of the flavor's schema to indices of the columns built.
+        let projection = projection.iter().map(|&i| flavor.sources()[i]).collect();
         // Streams dealt to partitions, the largest first, each to the least loaded.
         let n = target_partitions.clamp(1, streams.len().max(1));
         let mut partitions: Vec<Vec<StreamPlan>> = vec![Vec::new(); n];

@@ -5,6 +5,8 @@
 //!   with `stream_id`, `thread_name` and `finished`) and `view_instance('thread_spans',
 //!   stream_id)` (micromegas 0.33's twelve columns);
 //! - [`ThreadSpansExec`] (`exec.rs`): each partition reads whole streams, block by block;
+//! - `process_spans(process_id, span_types)` (`process_spans.rs`): thread and async spans
+//!   together, as micromegas's table function has them;
 //! - the stack pairing (`call_tree.rs`) and the rows (`columns.rs`).
 //!
 //! Span ids are micromegas's: the stream-wide index of the begin event (the block's
@@ -14,9 +16,11 @@
 mod call_tree;
 mod columns;
 mod exec;
+mod process_spans;
 mod table;
 
 pub use call_tree::Repairs;
 pub use columns::{Flavor, thread_spans_schema};
 pub use exec::ThreadSpansExec;
-pub use table::{ThreadSpansOf, ThreadSpansTable, thread_spans_columns};
+pub use process_spans::{ProcessSpansTable, SpanTypes};
+pub use table::{ThreadSpansOf, ThreadSpansTable};

@@ -5,7 +5,7 @@
 //! metadata database (a `stream_id` filter narrows the streams), then hands them to a
 //! [`ThreadSpansExec`]. Whole blocks are read: a scope's begin and end may be anywhere in them.
 
-use super::columns::{COLUMNS, Flavor, thread_spans_schema};
+use super::columns::{Flavor, thread_spans_schema};
 use super::exec::{StreamPlan, ThreadSpansExec};
 use crate::lake::{BlockWindow, Lake};
 use crate::provider::{ScanCaches, ScanOptions, ScanPredicate, process_clock};
@@ -201,13 +201,5 @@ impl TableProvider for ThreadSpansTable {
             projection,
             &self.options,
         )))
-    }
-}
-
-/// Column names of a flavor (for documentation and tests).
-pub fn thread_spans_columns(flavor: Flavor) -> &'static [&'static str] {
-    match flavor {
-        Flavor::View => &COLUMNS[..12],
-        Flavor::Process => &COLUMNS,
     }
 }

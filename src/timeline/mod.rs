@@ -20,6 +20,8 @@ use datafusion::arrow::datatypes::{
 use datafusion::common::{Result, exec_err};
 use datafusion::prelude::SessionContext;
 
+pub use crate::thread_spans::SpanTypes;
+
 /// The `async_spans` columns the pictures read, in this order.
 pub const SPAN_COLUMNS: [&str; 8] = [
     "span_id",
@@ -32,9 +34,32 @@ pub const SPAN_COLUMNS: [&str; 8] = [
     "finished",
 ];
 
+/// Whether a span is a thread's scope or an async span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SpanKind {
+    /// An async span (`async_spans`).
+    #[default]
+    Async,
+    /// A thread scope (`thread_spans`).
+    Thread,
+}
+
+/// The `thread_spans` columns the pictures read, in this order.
+pub const THREAD_SPAN_COLUMNS: [&str; 7] = [
+    "id",
+    "name",
+    "depth",
+    "begin",
+    "end",
+    "stream_id",
+    "finished",
+];
+
 /// One span as the pictures draw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
+    /// Thread scope or async span.
+    pub kind: SpanKind,
     /// Span id.
     pub span_id: i64,
     /// Span name.
@@ -105,8 +130,24 @@ fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
 
 /// The spans of a batch with [`SPAN_COLUMNS`] (other columns are ignored).
 pub fn spans_of_batch(batch: &RecordBatch) -> Result<Vec<Span>> {
+    spans_of(batch, SpanKind::Async)
+}
+
+/// The spans of a batch of [`THREAD_SPAN_COLUMNS`] from `thread_spans`, without the root rows
+/// (the thread itself).
+pub fn thread_spans_of_batch(batch: &RecordBatch) -> Result<Vec<Span>> {
+    let mut spans = spans_of(batch, SpanKind::Thread)?;
+    spans.retain(|s| s.depth > 0);
+    Ok(spans)
+}
+
+fn spans_of(batch: &RecordBatch, kind: SpanKind) -> Result<Vec<Span>> {
+    let (id, begin_stream, end_stream) = match kind {
+        SpanKind::Async => ("span_id", "begin_stream_id", "end_stream_id"),
+        SpanKind::Thread => ("id", "stream_id", "stream_id"),
+    };
     let ts = DataType::Timestamp(TimeUnit::Nanosecond, None);
-    let span_id = cast(column(batch, "span_id")?, &DataType::Int64)?;
+    let span_id = cast(column(batch, id)?, &DataType::Int64)?;
     let depth = cast(column(batch, "depth")?, &DataType::UInt32)?;
     let begin = cast(column(batch, "begin")?, &ts)?;
     let end = cast(column(batch, "end")?, &ts)?;
@@ -121,11 +162,12 @@ pub fn spans_of_batch(batch: &RecordBatch) -> Result<Vec<Span>> {
     );
     let finished = finished.as_boolean();
     let names = strings(batch, "name")?;
-    let begin_streams = strings(batch, "begin_stream_id")?;
-    let end_streams = strings(batch, "end_stream_id")?;
+    let begin_streams = strings(batch, begin_stream)?;
+    let end_streams = strings(batch, end_stream)?;
     let get = |a: &dyn Array, i: usize| !a.is_null(i);
     Ok((0..batch.num_rows())
         .map(|i| Span {
+            kind,
             span_id: if get(span_id, i) { span_id.value(i) } else { 0 },
             name: names[i].clone().unwrap_or_default(),
             depth: if get(depth, i) { depth.value(i) } else { 0 },
@@ -155,7 +197,8 @@ fn range_args(begin: Option<&str>, end: Option<&str>) -> Result<String> {
 /// registered ([`register`](crate::register)); `begin`/`end` are RFC 3339 times.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
-    /// Spans overlapping the range, in the order `async_spans` returned them.
+    /// Spans overlapping the range: the thread spans, then the async spans, each in the order
+    /// their table returned them.
     pub spans: Vec<Span>,
     /// The thread streams of the process.
     pub threads: Vec<Thread>,
@@ -164,10 +207,22 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Reads the spans of `process_id` overlapping `[begin, end]`.
+    /// Reads the thread and async spans of `process_id` overlapping `[begin, end]`.
     pub async fn load(
         ctx: &SessionContext,
         process_id: &str,
+        begin: Option<&str>,
+        end: Option<&str>,
+    ) -> Result<Self> {
+        Self::load_types(ctx, process_id, SpanTypes::Both, begin, end).await
+    }
+
+    /// Reads the spans of `types` of `process_id` overlapping `[begin, end]` (thread spans
+    /// first, their root rows left out).
+    pub async fn load_types(
+        ctx: &SessionContext,
+        process_id: &str,
+        types: SpanTypes,
         begin: Option<&str>,
         end: Option<&str>,
     ) -> Result<Self> {
@@ -183,17 +238,32 @@ impl Timeline {
             }
         };
         let range_ns = TimeBounds::new(parse(begin)?, parse(end)?);
-        let batches = ctx
-            .sql(&format!(
-                "SELECT {} FROM async_spans('{pid}'{range})",
-                span_select_list()
-            ))
-            .await?
-            .collect()
-            .await?;
         let mut spans = Vec::new();
-        for b in &batches {
-            spans.extend(spans_of_batch(b)?);
+        if types.thread() {
+            let batches = ctx
+                .sql(&format!(
+                    "SELECT {} FROM thread_spans('{pid}'{range}) WHERE depth > 0",
+                    THREAD_SPAN_COLUMNS.map(|c| format!("\"{c}\"")).join(", ")
+                ))
+                .await?
+                .collect()
+                .await?;
+            for b in &batches {
+                spans.extend(thread_spans_of_batch(b)?);
+            }
+        }
+        if types.async_() {
+            let batches = ctx
+                .sql(&format!(
+                    "SELECT {} FROM async_spans('{pid}'{range})",
+                    span_select_list()
+                ))
+                .await?
+                .collect()
+                .await?;
+            for b in &batches {
+                spans.extend(spans_of_batch(b)?);
+            }
         }
         let batches = ctx
             .sql(&format!(

@@ -1,14 +1,14 @@
 //! The timeline picture: spans per thread over time, as SVG (written by hand) and PNG
 //! (the SVG rendered by `resvg`).
 //!
-//! One lane group per thread that has spans (a span is drawn on the thread it began on), one
-//! row per depth; colour by name (a stable colour per name for the [`SvgOptions::legend`] names
+//! One lane group per thread that has spans (a span is drawn on the thread it began on): a row
+//! per depth of the thread's scopes (`t1`, `t2`, …), then a row per async depth (`d0`, …); colour by name (a stable colour per name for the [`SvgOptions::legend`] names
 //! with the longest total time, grey for the others); a time axis relative to the left edge.
 //! What cannot be drawn is aggregated: the spans of a row narrower than a pixel become one dark
 //! bar per run of pixels they cover. Spans drawn with an end or begin they do not have (never
 //! finished, or cut by the range) are hatched and outlined in red.
 
-use super::{Span, Thread, Timeline, stable_hash};
+use super::{Span, SpanKind, Thread, Timeline, stable_hash};
 use datafusion::common::{Result, exec_err};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -207,8 +207,8 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
     let scale = plot / t1.saturating_sub(t0) as f64;
     let x_of = |t: i64| LEFT + t.clamp(t0, t1).saturating_sub(t0) as f64 * scale;
 
-    // Per thread, per depth: the spans.
-    let mut groups: BTreeMap<&str, BTreeMap<u32, Vec<Placed>>> = BTreeMap::new();
+    // Per thread, per kind (thread scopes first) and depth: the spans.
+    let mut groups: BTreeMap<&str, BTreeMap<(bool, u32), Vec<Placed>>> = BTreeMap::new();
     let mut totals: HashMap<&str, f64> = HashMap::new();
     for span in &timeline.spans {
         let begin = span.begin.unwrap_or(t0).max(t0);
@@ -220,7 +220,7 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
         groups
             .entry(span.stream_id.as_str())
             .or_default()
-            .entry(span.depth)
+            .entry((span.kind == SpanKind::Async, span.depth))
             .or_default()
             .push(Placed { span, begin, end });
     }
@@ -253,13 +253,16 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
     let mut shown = 0usize;
     for stream in &order {
         let rows = &groups[stream];
-        let max_depth = rows.keys().max().copied().unwrap_or(0);
+        // The thread's scope depths, then every async depth up to the deepest.
+        let mut keys: Vec<(bool, u32)> = rows.keys().copied().filter(|k| !k.0).collect();
+        if let Some(&(_, max)) = rows.keys().filter(|k| k.0).max() {
+            keys.extend((0..=max).map(|d| (true, d)));
+        }
         // Rows of each depth: spans overlapping on screen go to rows of their own (at most
         // SUB_ROWS; past that, over the row that frees first).
-        let mut layout: Vec<(u32, Vec<Vec<&Placed>>)> = Vec::new();
-        for depth in 0..=max_depth {
-            let mut spans: Vec<&Placed> =
-                rows.get(&depth).map_or(Vec::new(), |v| v.iter().collect());
+        let mut layout: Vec<(String, Vec<Vec<&Placed>>)> = Vec::new();
+        for key in keys {
+            let mut spans: Vec<&Placed> = rows.get(&key).map_or(Vec::new(), |v| v.iter().collect());
             spans.sort_by_key(|p| (p.begin, p.end));
             let mut sub: Vec<Vec<&Placed>> = Vec::new();
             let mut ends: Vec<f64> = Vec::new();
@@ -282,7 +285,11 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
             if sub.is_empty() {
                 sub.push(Vec::new());
             }
-            layout.push((depth, sub));
+            let label = match key {
+                (false, depth) => format!("t{depth}"),
+                (true, depth) => format!("d{depth}"),
+            };
+            layout.push((label, sub));
         }
         let row_count: usize = layout.iter().map(|(_, sub)| sub.len()).sum();
         let height = (row_count as f64 * ROW).max(2.0 * ROW);
@@ -306,10 +313,10 @@ pub fn render_svg(timeline: &Timeline, options: &SvgOptions) -> String {
             escape(&truncate(&tid, 26)),
         );
         let mut row_y = y;
-        for (depth, sub) in &layout {
+        for (label, sub) in &layout {
             let _ = write!(
                 body,
-                r#"<text x="{:.1}" y="{:.1}" class="depth">d{depth}</text>"#,
+                r#"<text x="{:.1}" y="{:.1}" class="depth">{label}</text>"#,
                 LEFT - 4.0,
                 row_y + 10.0
             );

@@ -48,6 +48,14 @@ const DOCS: &[FunctionDoc] = &[
                   WHERE depth > 0 GROUP BY name ORDER BY 3 DESC",
     },
     FunctionDoc {
+        name: "process_spans",
+        arguments: "process_id VARCHAR, span_types VARCHAR ('thread', 'async' or 'both')",
+        returns: "micromegas's process_spans: stream_id, thread_name and the thread_spans \
+                  columns, for every thread's scopes and the process's finished async spans",
+        example: "SELECT thread_name, count(*) FROM process_spans('<process_id>', 'both') \
+                  GROUP BY thread_name ORDER BY thread_name",
+    },
+    FunctionDoc {
         name: "view_instance",
         arguments: "view_set VARCHAR ('async_events' or 'async_spans' with a process_id, \
                     'thread_spans' with a stream_id), instance_id VARCHAR",
@@ -64,7 +72,7 @@ const DOCS: &[FunctionDoc] = &[
     },
     FunctionDoc {
         name: "perfetto_trace_chunks",
-        arguments: "process_id VARCHAR, span_types VARCHAR ('async'), \
+        arguments: "process_id VARCHAR, span_types VARCHAR ('thread', 'async' or 'both'), \
                     begin TIMESTAMP, end TIMESTAMP",
         returns: "a Perfetto trace of the process's spans in chunks: chunk_id, chunk_data",
         example: "SELECT chunk_id, chunk_data FROM perfetto_trace_chunks('<process_id>', \

@@ -1,9 +1,13 @@
-//! `async_events`, `async_spans`, `thread_spans`, `view_instance` and `thread_streams`.
+//! `async_events`, `async_spans`, `thread_spans`, `process_spans`, `view_instance` and
+//! `thread_streams`.
 
 use super::args::{parse_process_id, process_and_range, process_arg, string_arg};
-use super::{SPANS_VIEW_SET, THREAD_SPANS_VIEW_SET, TableFunctions, VIEW_SET, constant};
+use super::{
+    PROCESS_SPANS_VIEW_SET, SPANS_VIEW_SET, THREAD_SPANS_VIEW_SET, TableFunctions, VIEW_SET,
+    constant,
+};
 use crate::metadata_tables::ThreadStreamsTable;
-use crate::thread_spans::{Flavor, ThreadSpansOf};
+use crate::thread_spans::{Flavor, SpanTypes, ThreadSpansOf};
 use crate::time_bounds::TimeBounds;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
@@ -19,6 +23,7 @@ pub(super) fn functions(
         ("view_instance", Arc::new(ViewInstance(tables.clone()))),
         ("thread_streams", Arc::new(ThreadStreams(tables.clone()))),
         ("thread_spans", Arc::new(ThreadSpans(tables.clone()))),
+        ("process_spans", Arc::new(ProcessSpans(tables.clone()))),
     ]
 }
 
@@ -42,6 +47,26 @@ impl TableFunctionImpl for ThreadSpans {
             bounds,
             Flavor::Process,
         )))
+    }
+}
+
+/// `process_spans(process_id, span_types)`: micromegas's thread and async spans together.
+#[derive(Debug)]
+struct ProcessSpans(Arc<TableFunctions>);
+
+impl TableFunctionImpl for ProcessSpans {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = "process_spans";
+        let exprs = args.exprs();
+        let [pid, types] = exprs else {
+            return plan_err!(
+                "{NAME} takes (process_id, span_types), got {} arguments",
+                exprs.len()
+            );
+        };
+        let pid = process_arg(NAME, &args, pid)?;
+        let types = SpanTypes::parse(&string_arg(NAME, "span_types", constant(&args, types))?)?;
+        self.0.process_spans(pid, types)
     }
 }
 
@@ -78,10 +103,16 @@ impl TableFunctionImpl for ViewInstance {
             );
         };
         let view_set = string_arg(NAME, "view set", constant(&args, view_set))?;
-        if ![VIEW_SET, SPANS_VIEW_SET, THREAD_SPANS_VIEW_SET].contains(&view_set.as_str()) {
+        const SETS: [&str; 4] = [
+            VIEW_SET,
+            SPANS_VIEW_SET,
+            THREAD_SPANS_VIEW_SET,
+            PROCESS_SPANS_VIEW_SET,
+        ];
+        if !SETS.contains(&view_set.as_str()) {
             return plan_err!(
-                "{NAME}: unknown view set '{view_set}'; supported view sets: '{VIEW_SET}', \
-                 '{SPANS_VIEW_SET}', '{THREAD_SPANS_VIEW_SET}'"
+                "{NAME}: unknown view set '{view_set}'; supported view sets: '{}'",
+                SETS.join("', '")
             );
         }
         let text = string_arg(NAME, "instance id", constant(&args, instance))?;
@@ -99,6 +130,9 @@ impl TableFunctionImpl for ViewInstance {
             )));
         }
         let pid = parse_process_id(NAME, &text)?;
+        if view_set == PROCESS_SPANS_VIEW_SET {
+            return self.0.process_spans(pid, SpanTypes::Both);
+        }
         if view_set == SPANS_VIEW_SET {
             return Ok(Arc::new(self.0.spans_table(pid, TimeBounds::ALL)));
         }

@@ -26,7 +26,7 @@ use crate::predicate_fixes::install_predicate_fixes;
 use crate::properties::register_property_functions;
 use crate::provider::{AsyncEventsTable, ScanCaches, ScanOptions};
 use crate::spans::AsyncSpansTable;
-use crate::thread_spans::{Flavor, ThreadSpansOf, ThreadSpansTable};
+use crate::thread_spans::{Flavor, ProcessSpansTable, SpanTypes, ThreadSpansOf, ThreadSpansTable};
 use crate::time_bounds::TimeBounds;
 use datafusion::catalog::TableFunctionImpl;
 use datafusion::prelude::SessionContext;
@@ -41,6 +41,10 @@ pub const SPANS_VIEW_SET: &str = "async_spans";
 
 /// The view set of micromegas's thread spans: `view_instance('thread_spans', stream_id)`.
 pub const THREAD_SPANS_VIEW_SET: &str = "thread_spans";
+
+/// The view set of micromegas's `process_spans`: `view_instance('process_spans', process_id)`
+/// (thread and async spans).
+pub const PROCESS_SPANS_VIEW_SET: &str = "process_spans";
 
 /// Registers `async_events(process_id [, begin, end])`, `async_spans(process_id [, begin,
 /// end])` (one row per span, begin and end paired), `view_instance('async_events' |
@@ -190,6 +194,22 @@ impl TableFunctions {
             self.options.clone(),
             self.caches.clone(),
         )
+    }
+
+    pub(crate) fn process_spans(
+        &self,
+        process_id: Uuid,
+        types: SpanTypes,
+    ) -> datafusion::common::Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        Ok(Arc::new(ProcessSpansTable::new(
+            self.thread_spans_table(
+                ThreadSpansOf::Process(process_id),
+                TimeBounds::ALL,
+                Flavor::ProcessSpans,
+            ),
+            self.spans_table(process_id, TimeBounds::ALL),
+            types,
+        )))
     }
 
     pub(crate) fn spans_table(&self, process_id: Uuid, bounds: TimeBounds) -> AsyncSpansTable {

@@ -3,6 +3,7 @@
 
 use super::args::{bounds_args, process_arg, string_arg};
 use super::{TableFunctions, constant};
+use crate::thread_spans::{Flavor, SpanTypes, ThreadSpansOf};
 use crate::time_bounds::TimeBounds;
 use crate::timeline::perfetto::PerfettoTraceTable;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -40,26 +41,23 @@ impl TableFunctionImpl for PerfettoTraceChunks {
         };
         let pid = process_arg(NAME, &args, pid)?;
         let span_types = string_arg(NAME, "span_types", constant(&args, span_types))?;
-        match span_types.trim().to_ascii_lowercase().as_str() {
-            "async" => {}
-            "thread" | "both" => {
+        let types = match SpanTypes::parse(span_types.trim().to_ascii_lowercase().as_str()) {
+            Ok(types) => types,
+            Err(_) => {
                 return plan_err!(
-                    "{NAME}: span_types '{span_types}': thread spans are not available yet \
-                     (this crate reads async span events only); use 'async'"
+                    "span_types must be 'thread', 'async', or 'both', given: {span_types}"
                 );
             }
-            _ => {
-                return plan_err!(
-                    "{NAME}: span_types must be 'thread', 'async' or 'both', got '{span_types}'"
-                );
-            }
-        }
+        };
         let bounds = match range {
             Some(range) => bounds_args(NAME, &args, range)?,
             None => TimeBounds::ALL,
         };
-        Ok(Arc::new(PerfettoTraceTable::new(
+        Ok(Arc::new(PerfettoTraceTable::with_types(
+            types,
             self.0.spans_table(pid, bounds),
+            self.0
+                .thread_spans_table(ThreadSpansOf::Process(pid), bounds, Flavor::Process),
             self.0.lake().clone(),
             pid,
             bounds,

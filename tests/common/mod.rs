@@ -27,6 +27,7 @@ pub mod rng;
 pub mod scripted;
 pub mod spans_workload;
 pub mod sql;
+pub mod thread_workload;
 pub mod workload;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};

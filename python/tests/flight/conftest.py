@@ -55,6 +55,7 @@ def cli_rows(sql):
         capture_output=True,
         text=True,
     )
+    csv.field_size_limit(1 << 30)  # Perfetto chunks are long hex fields
     rows = list(csv.reader(io.StringIO(out.stdout)))
     return rows[0], rows[1:]
 

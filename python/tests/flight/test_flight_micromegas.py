@@ -180,3 +180,53 @@ def test_the_token_is_enforced(pid):
         wrong.query(sql)
     right = FlightSQLClient(uri, auth_provider=StaticTokenAuthProvider(token))
     assert right.query(sql)["n"][0] > 0
+
+
+def test_thread_spans_view_instance(client, pid, window):
+    streams = client.query(
+        f"SELECT stream_id FROM thread_streams('{pid}') ORDER BY stream_id", *window
+    )
+    assert len(streams) >= 2
+    seen = 0
+    for sid in streams["stream_id"]:
+        sql = (
+            f"SELECT id, parent, depth, name, duration FROM view_instance('thread_spans', '{sid}') "
+            "ORDER BY id"
+        )
+        df = client.query(sql, *window)
+        header, rows = cli_rows(sql)
+        assert list(df.columns) == header
+        assert as_strings(df) == rows
+        seen += int((df["name"] == "hash.finish").sum())
+    # One hash_block (with its hash.finish scope) per compressed chunk, on some worker.
+    chunks = client.query(
+        f"SELECT count(*) AS n FROM async_spans('{pid}') WHERE name LIKE '%::compress'", *window
+    )
+    assert seen == int(chunks["n"][0]) > 0
+
+
+def test_process_spans_both(client, pid, window):
+    sql = (
+        f"SELECT thread_name, count(*) AS spans FROM process_spans('{pid}', 'both') "
+        "GROUP BY thread_name ORDER BY thread_name"
+    )
+    df = client.query(sql, *window)
+    header, rows = cli_rows(sql)
+    assert as_strings(df) == rows
+    assert "async" in list(df["thread_name"])
+
+
+def test_write_process_trace_with_its_default_span_types(client, pid, window, tmp_path):
+    """micromegas's Perfetto helper with its default, span_types='both'."""
+    import micromegas.perfetto
+
+    path = tmp_path / "trace.pftrace"
+    micromegas.perfetto.write_process_trace(client, pid, window[0], window[1], str(path))
+    data = path.read_bytes()
+    sql = (
+        f"SELECT chunk_id, chunk_data FROM perfetto_trace_chunks('{pid}', 'both', "
+        f"TIMESTAMP '{window[0].isoformat()}', TIMESTAMP '{window[1].isoformat()}') ORDER BY chunk_id"
+    )
+    header, rows = cli_rows(sql)
+    assert data == b"".join(bytes.fromhex(r[1]) for r in rows)
+    assert b"thread depth 1" in data and b"hash_block" in data

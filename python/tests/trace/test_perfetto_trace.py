@@ -125,11 +125,14 @@ def case(request, pid, middle, tmp_path_factory):
     bounds = None
     args = f"'{pid}'"
     if request.param == "whole":
-        cli("trace", "--process", pid, "-o", str(out))
+        cli("trace", "--process", pid, "--span-types", "async", "-o", str(out))
         data = out.read_bytes()
     elif request.param == "range":
         begin, end, begin_text, end_text = middle
-        cli("trace", "--process", pid, "--begin", begin_text, "--end", end_text, "-o", str(out))
+        cli(
+            "trace", "--process", pid, "--span-types", "async",
+            "--begin", begin_text, "--end", end_text, "-o", str(out),
+        )
         data = out.read_bytes()
         bounds = (begin, end)
         args = f"'{pid}', '{begin_text}', '{end_text}'"
@@ -140,8 +143,44 @@ def case(request, pid, middle, tmp_path_factory):
 
 def test_the_trace_command_writes_the_chunks(pid, tmp_path):
     out = tmp_path / "whole.pftrace"
-    cli("trace", "--process", pid, "-o", str(out))
+    cli("trace", "--process", pid, "--span-types", "async", "-o", str(out))
     assert out.read_bytes() == chunks(pid)
+
+
+def test_both_adds_each_threads_scopes(pid, tmp_path):
+    """The default trace (`both`): the async slices of the `async` trace, plus one slice per
+    thread scope of `thread_spans` on `thread depth N` tracks under its thread's track."""
+    out = tmp_path / "both.pftrace"
+    cli("trace", "--process", pid, "-o", str(out))
+    data = out.read_bytes()
+    trace = Trace.FromString(data)
+    assert unknown_fields(trace) == []
+    assert trace.SerializeToString() == data
+    by_uuid = tracks(trace)
+    found = slices(trace)
+    on_thread = [s for s in found if by_uuid[s.track][0].name.startswith("thread depth ")]
+    on_async = [s for s in found if by_uuid[s.track][0].name.startswith("depth ")]
+    assert len(on_thread) + len(on_async) == len(found)
+    scopes = sql(
+        'SELECT name, depth, CAST(begin AS BIGINT) AS b, CAST("end" AS BIGINT) AS e, '
+        f"stream_id FROM thread_spans('{pid}') WHERE depth > 0"
+    )
+    assert len(scopes) >= 100, len(scopes)
+    assert Counter((s.name, s.begin, s.end) for s in on_thread) == Counter(
+        (r["name"], r["b"], r["e"]) for r in scopes
+    )
+    for s in on_thread:
+        track = by_uuid[s.track][0]
+        assert track.name == f"thread depth {s.annotations['depth']}", (s, track.name)
+        assert by_uuid[track.parent_uuid][0].HasField("thread"), "not under a thread track"
+    only_async = slices(Trace.FromString(chunks(pid)))
+    assert Counter((s.name, s.begin, s.end) for s in on_async) == Counter(
+        (s.name, s.begin, s.end) for s in only_async
+    )
+    COUNTS.append(
+        f"both: {len(on_thread)} thread scope slices = thread_spans rows, "
+        f"{len(on_async)} async slices = the async trace's"
+    )
 
 
 def test_every_field_is_perfettos(case):

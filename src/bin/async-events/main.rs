@@ -88,12 +88,14 @@ enum Command {
         #[arg(long)]
         end: Option<String>,
     },
-    /// Writes a Perfetto trace of a process's async spans (open it in the Perfetto UI).
+    /// Writes a Perfetto trace of a process's thread and async spans (open it in the Perfetto
+    /// UI).
     Trace {
         #[command(flatten)]
         span: SpanArgs,
     },
-    /// Draws a process's async spans per thread over time, as SVG or PNG (by the extension).
+    /// Draws a process's thread and async spans per thread over time, as SVG or PNG (by the
+    /// extension).
     Timeline {
         #[command(flatten)]
         span: SpanArgs,
@@ -124,6 +126,45 @@ struct SpanArgs {
     /// Output file.
     #[arg(short, long)]
     output: std::path::PathBuf,
+    /// Which spans: the threads' scopes, the async spans, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    span_types: SpanTypesArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SpanTypesArg {
+    Thread,
+    Async,
+    Both,
+}
+
+impl SpanTypesArg {
+    /// `perfetto_trace_chunks`' name for it.
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Thread => "thread",
+            Self::Async => "async",
+            Self::Both => "both",
+        }
+    }
+
+    /// What the timeline's title calls them.
+    fn title(self) -> &'static str {
+        match self {
+            Self::Thread => "thread spans",
+            Self::Async => "async spans",
+            Self::Both => "thread and async spans",
+        }
+    }
+
+    fn types(self) -> datafusion_async_events::timeline::SpanTypes {
+        use datafusion_async_events::timeline::SpanTypes;
+        match self {
+            Self::Thread => SpanTypes::Thread,
+            Self::Async => SpanTypes::Async,
+            Self::Both => SpanTypes::Both,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -293,7 +334,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let ctx = SessionContext::new();
             register_with(&ctx, lake, options);
             let (begin, end) = (span.begin.as_deref(), span.end.as_deref());
-            timeline::trace(&ctx, &span.process, begin, end, &span.output).await?;
+            let types = span.span_types.sql();
+            timeline::trace(&ctx, &span.process, types, begin, end, &span.output).await?;
         }
         Command::Timeline {
             span,
@@ -306,9 +348,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let options = datafusion_async_events::timeline::svg::SvgOptions {
                 width,
                 legend,
-                title: format!("async spans of process {}", span.process),
+                title: format!("{} of process {}", span.span_types.title(), span.process),
             };
-            timeline::timeline(&ctx, &span.process, begin, end, &span.output, options).await?;
+            let (process, output) = (&span.process, &span.output);
+            let types = span.span_types.types();
+            timeline::timeline(&ctx, process, types, begin, end, output, options).await?;
         }
         #[cfg(feature = "server")]
         Command::Serve(args) => {

@@ -1,10 +1,10 @@
 //! `async-events trace` (a Perfetto trace file) and `async-events timeline` (an SVG or PNG
-//! picture) of a process's async spans.
+//! picture) of a process's spans.
 
 use datafusion::arrow::array::AsArray;
 use datafusion::prelude::SessionContext;
-use datafusion_async_events::timeline::Timeline;
 use datafusion_async_events::timeline::svg::{SvgOptions, render_png, render_svg};
+use datafusion_async_events::timeline::{SpanTypes, Timeline};
 use futures::StreamExt;
 use std::io::Write;
 use std::path::Path;
@@ -19,17 +19,19 @@ fn sql_time(t: Option<&str>) -> String {
     t.map_or_else(|| "NULL".to_owned(), sql_text)
 }
 
-/// Writes `perfetto_trace_chunks(process, 'async', begin, end)` to `output`, chunk by chunk.
+/// Writes `perfetto_trace_chunks(process, span_types, begin, end)` to `output`, chunk by chunk.
 pub async fn trace(
     ctx: &SessionContext,
     process: &str,
+    span_types: &str,
     begin: Option<&str>,
     end: Option<&str>,
     output: &Path,
 ) -> Result<(), Failure> {
     let sql = format!(
-        "SELECT chunk_data FROM perfetto_trace_chunks({}, 'async', {}, {})",
+        "SELECT chunk_data FROM perfetto_trace_chunks({}, {}, {}, {})",
         sql_text(process),
+        sql_text(span_types),
         sql_time(begin),
         sql_time(end)
     );
@@ -56,6 +58,7 @@ pub async fn trace(
 pub async fn timeline(
     ctx: &SessionContext,
     process: &str,
+    types: SpanTypes,
     begin: Option<&str>,
     end: Option<&str>,
     output: &Path,
@@ -68,7 +71,7 @@ pub async fn timeline(
     if !matches!(ext.as_deref(), Some("svg" | "png")) {
         return Err(format!("{}: the output must end in .svg or .png", output.display()).into());
     }
-    let timeline = Timeline::load(ctx, process, begin, end).await?;
+    let timeline = Timeline::load_types(ctx, process, types, begin, end).await?;
     let svg = render_svg(&timeline, &options);
     let bytes = if ext.as_deref() == Some("png") {
         render_png(&svg)?

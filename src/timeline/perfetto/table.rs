@@ -4,8 +4,11 @@
 use super::writer::{CHUNK_SIZE, TraceWriter};
 use crate::lake::Lake;
 use crate::spans::{AsyncSpansTable, async_spans_schema};
+use crate::thread_spans::{Flavor, SpanTypes, ThreadSpansTable, thread_spans_schema};
 use crate::time_bounds::TimeBounds;
-use crate::timeline::{SPAN_COLUMNS, Thread, spans_of_batch};
+use crate::timeline::{
+    SPAN_COLUMNS, SpanKind, THREAD_SPAN_COLUMNS, Thread, spans_of_batch, thread_spans_of_batch,
+};
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BinaryArray, Int32Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -22,6 +25,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::StreamExt;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 use uuid::Uuid;
@@ -41,7 +45,8 @@ pub fn chunks_schema() -> SchemaRef {
 /// The table of `perfetto_trace_chunks`.
 #[derive(Debug)]
 pub struct PerfettoTraceTable {
-    spans: AsyncSpansTable,
+    spans: Option<AsyncSpansTable>,
+    threads: Option<ThreadSpansTable>,
     lake: Lake,
     process_id: Uuid,
     bounds: TimeBounds,
@@ -51,7 +56,27 @@ impl PerfettoTraceTable {
     /// The trace of the spans of `spans` (a process's, within `bounds`).
     pub fn new(spans: AsyncSpansTable, lake: Lake, process_id: Uuid, bounds: TimeBounds) -> Self {
         Self {
-            spans,
+            spans: Some(spans),
+            threads: None,
+            lake,
+            process_id,
+            bounds,
+        }
+    }
+
+    /// The trace of the span types asked for: the thread spans of `threads` (a
+    /// [`Flavor::Process`] table), the async spans of `spans`, or both.
+    pub fn with_types(
+        types: SpanTypes,
+        spans: AsyncSpansTable,
+        threads: ThreadSpansTable,
+        lake: Lake,
+        process_id: Uuid,
+        bounds: TimeBounds,
+    ) -> Self {
+        Self {
+            spans: types.async_().then_some(spans),
+            threads: types.thread().then_some(threads),
             lake,
             process_id,
             bounds,
@@ -100,12 +125,23 @@ impl TableProvider for PerfettoTraceTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let process = self.lake.process(self.process_id).await?;
         let threads = lake_threads(&self.lake, self.process_id).await?;
-        let spans_schema = async_spans_schema();
-        let columns = SPAN_COLUMNS
-            .iter()
-            .map(|c| spans_schema.index_of(c))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let spans = self.spans.scan(state, Some(&columns), &[], None).await?;
+        let indices = |schema: SchemaRef, names: &[&str]| {
+            names
+                .iter()
+                .map(|c| schema.index_of(c))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        };
+        let mut inputs = Vec::new();
+        if let Some(threads) = &self.threads {
+            let columns = indices(thread_spans_schema(Flavor::Process), &THREAD_SPAN_COLUMNS)?;
+            let plan = threads.scan(state, Some(&columns), &[], None).await?;
+            inputs.push((SpanKind::Thread, plan));
+        }
+        if let Some(spans) = &self.spans {
+            let columns = indices(async_spans_schema(), &SPAN_COLUMNS)?;
+            let plan = spans.scan(state, Some(&columns), &[], None).await?;
+            inputs.push((SpanKind::Async, plan));
+        }
         let exe = process.exe.rsplit(['/', '\\']).next().unwrap_or_default();
         let name = if exe.is_empty() {
             self.process_id.to_string()
@@ -113,7 +149,7 @@ impl TableProvider for PerfettoTraceTable {
             format!("{exe} {}", self.process_id)
         };
         Ok(Arc::new(PerfettoTraceExec::new(
-            spans,
+            inputs,
             name,
             synthetic_pid(self.process_id),
             threads,
@@ -123,10 +159,10 @@ impl TableProvider for PerfettoTraceTable {
     }
 }
 
-/// Writes the trace of its input (`async_spans` rows) as chunks.
+/// Writes the trace of its inputs (`thread_spans` then `async_spans` rows) as chunks.
 #[derive(Debug)]
 pub struct PerfettoTraceExec {
-    input: Arc<dyn ExecutionPlan>,
+    inputs: Vec<(SpanKind, Arc<dyn ExecutionPlan>)>,
     process_name: String,
     pid: i32,
     threads: Vec<Thread>,
@@ -138,7 +174,7 @@ pub struct PerfettoTraceExec {
 
 impl PerfettoTraceExec {
     fn new(
-        input: Arc<dyn ExecutionPlan>,
+        inputs: Vec<(SpanKind, Arc<dyn ExecutionPlan>)>,
         process_name: String,
         pid: i32,
         threads: Vec<Thread>,
@@ -160,7 +196,7 @@ impl PerfettoTraceExec {
             Boundedness::Bounded,
         ));
         Self {
-            input,
+            inputs,
             process_name,
             pid,
             threads,
@@ -200,22 +236,32 @@ impl ExecutionPlan for PerfettoTraceExec {
     }
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
+        vec![Distribution::SinglePartition; self.inputs.len()]
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        self.inputs.iter().map(|(_, plan)| plan).collect()
     }
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(input) = children.pop() else {
-            return internal_err!("PerfettoTraceExec takes one child");
-        };
+        if children.len() != self.inputs.len() {
+            return internal_err!(
+                "PerfettoTraceExec takes {} children, got {}",
+                self.inputs.len(),
+                children.len()
+            );
+        }
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(kind, _)| *kind)
+            .zip(children)
+            .collect();
         Ok(Arc::new(Self::new(
-            input,
+            inputs,
             self.process_name.clone(),
             self.pid,
             self.threads.clone(),
@@ -232,7 +278,11 @@ impl ExecutionPlan for PerfettoTraceExec {
         if partition != 0 {
             return internal_err!("PerfettoTraceExec has one partition, asked for {partition}");
         }
-        let input = self.input.execute(0, context)?;
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(kind, plan)| Ok((*kind, plan.execute(0, context.clone())?)))
+            .collect::<Result<VecDeque<_>>>()?;
         let writer = TraceWriter::new(
             &self.process_name,
             self.pid,
@@ -241,7 +291,7 @@ impl ExecutionPlan for PerfettoTraceExec {
             CHUNK_SIZE,
         );
         let state = ChunkState {
-            input: Some(input),
+            inputs,
             writer: Some(writer),
             next_id: 0,
             projection: self.projection.clone(),
@@ -263,7 +313,8 @@ impl ExecutionPlan for PerfettoTraceExec {
 
 /// The stream state of [`PerfettoTraceExec`]: input spans in, chunks out.
 struct ChunkState {
-    input: Option<SendableRecordBatchStream>,
+    /// The inputs not yet exhausted, read one after the other.
+    inputs: VecDeque<(SpanKind, SendableRecordBatchStream)>,
     writer: Option<TraceWriter>,
     next_id: i32,
     projection: Option<Vec<usize>>,
@@ -298,10 +349,18 @@ impl ChunkState {
             if let Some(chunk) = writer.take_chunk() {
                 return self.batch(chunk).map(Some);
             }
-            match self.input.as_mut() {
-                Some(input) => match input.next().await {
-                    Some(batch) => writer.push_spans(&spans_of_batch(&batch?)?),
-                    None => self.input = None,
+            match self.inputs.front_mut() {
+                Some((kind, input)) => match input.next().await {
+                    Some(batch) => {
+                        let batch = batch?;
+                        writer.push_spans(&match kind {
+                            SpanKind::Thread => thread_spans_of_batch(&batch)?,
+                            SpanKind::Async => spans_of_batch(&batch)?,
+                        })
+                    }
+                    None => {
+                        self.inputs.pop_front();
+                    }
                 },
                 None => {
                     let rest = self.writer.take().map(TraceWriter::finish);

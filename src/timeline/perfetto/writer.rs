@@ -1,9 +1,10 @@
-//! A Perfetto trace of a process's async spans, written as a stream of chunks.
+//! A Perfetto trace of a process's thread and async spans, written as a stream of chunks.
 //!
 //! Layout: one process track; under it one thread track per thread that has spans (a
-//! `ThreadDescriptor` with the thread's name and id from its stream); under each thread, the
-//! spans that began on it (a span that migrated stays on the thread it began on) as slices on
-//! tracks named `depth N`. Perfetto requires the slices of one track to nest properly, and
+//! `ThreadDescriptor` with the thread's name and id from its stream); under each thread, first
+//! its scopes (thread spans) on tracks named `thread depth N`, one per depth of its call stack
+//! (scopes of one depth of one thread never overlap), then the async spans that began on it (a
+//! span that migrated stays on the thread it began on) as slices on tracks named `depth N`. Perfetto requires the slices of one track to nest properly, and
 //! async spans of the same depth overlap (concurrent futures), so each `depth N` is a set of
 //! tracks (lanes) whose slices never overlap: a span goes to the first lane of its thread and
 //! depth it does not overlap, else to a new one. The lanes of a depth share the name, so the UI
@@ -17,18 +18,17 @@
 //! every slice has the debug annotations `finished` (`true`, `false`, `unknown`), `span_id` and
 //! `depth`.
 //!
-//! [`TraceWriter`] turns `async_spans` batches into the bytes of a `Trace` message: packets,
-//! each as field 1, so that any cut between packets is a valid prefix and the concatenation of
-//! the chunks is the trace. `perfetto_trace_chunks` is the table function of micromegas with
-//! the same arguments and schema (`chunk_id` Int32, `chunk_data` Binary); only `'async'`
-//! spans exist here.
+//! [`TraceWriter`] turns `thread_spans` and `async_spans` batches into the bytes of a `Trace`
+//! message: packets, each as field 1, so that any cut between packets is a valid prefix and the
+//! concatenation of the chunks is the trace. `perfetto_trace_chunks` is the table function of
+//! micromegas with the same arguments and schema (`chunk_id` Int32, `chunk_data` Binary).
 
 use crate::time_bounds::TimeBounds;
 use crate::timeline::proto::{
     DebugAnnotation, ProcessDescriptor, SLICE_BEGIN, SLICE_END, ThreadDescriptor, TracePacket,
     TrackDescriptor, TrackEvent,
 };
-use crate::timeline::{Span, Thread, stable_hash};
+use crate::timeline::{Span, SpanKind, Thread, stable_hash};
 use datafusion::common::Result;
 use prost::Message;
 use std::collections::{HashMap, VecDeque};
@@ -57,8 +57,8 @@ struct Lane {
 #[derive(Debug)]
 struct ThreadTracks {
     uuid: u64,
-    /// Lanes per depth.
-    lanes: HashMap<u32, Vec<Lane>>,
+    /// Lanes per kind and depth.
+    lanes: HashMap<(SpanKind, u32), Vec<Lane>>,
 }
 
 /// Writes the packets of a Perfetto trace of async spans, chunk by chunk.
@@ -191,13 +191,15 @@ impl TraceWriter {
         uuid
     }
 
-    /// The lane of a slice `[begin, end]` on a thread at a depth, declaring it when new.
-    fn lane(&mut self, stream_id: &str, depth: u32, begin: i64, end: i64) -> u64 {
+    /// The lane of a slice `[begin, end]` of a kind on a thread at a depth, declaring it when
+    /// new.
+    fn lane(&mut self, span: &Span, begin: i64, end: i64) -> u64 {
+        let (stream_id, depth) = (span.stream_id.as_str(), span.depth);
         let parent = self.thread_track(stream_id);
         let Some(tracks) = self.tracks.get_mut(stream_id) else {
             return parent;
         };
-        let lanes = tracks.lanes.entry(depth).or_default();
+        let lanes = tracks.lanes.entry((span.kind, depth)).or_default();
         // Strict: a slice that ends exactly when the next begins would nest at equal times.
         if let Some(lane) = lanes
             .iter_mut()
@@ -215,12 +217,18 @@ impl TraceWriter {
             first_begin: begin,
             last_end: end,
         });
-        let rank =
-            i64::from(depth) * 10_000 + i64::try_from(lane_index).unwrap_or(9_999).min(9_999);
+        // Thread scopes first (they are the thread's call stack), then the async depths.
+        let (first, name) = match span.kind {
+            SpanKind::Thread => (-1_000_000_000, format!("thread depth {depth}")),
+            SpanKind::Async => (0, format!("depth {depth}")),
+        };
+        let rank = first
+            + i64::from(depth) * 10_000
+            + i64::try_from(lane_index).unwrap_or(9_999).min(9_999);
         self.packet(TracePacket {
             track_descriptor: Some(TrackDescriptor {
                 uuid: Some(uuid),
-                name: Some(format!("depth {depth}")),
+                name: Some(name),
                 parent_uuid: Some(parent),
                 sibling_order_rank: Some(i32::try_from(rank).unwrap_or(i32::MAX)),
                 ..Default::default()
@@ -263,7 +271,7 @@ impl TraceWriter {
         if span.begin.is_none() {
             name.push_str(" [began before range]");
         }
-        let track = self.lane(&span.stream_id, span.depth, begin, end);
+        let track = self.lane(span, begin, end);
         let annotation = |n: &str| DebugAnnotation {
             name: Some(n.to_owned()),
             ..Default::default()
@@ -327,6 +335,7 @@ mod tests {
         finished: Option<bool>,
     ) -> Span {
         Span {
+            kind: SpanKind::Async,
             span_id: id,
             name: format!("s{id}"),
             depth,
