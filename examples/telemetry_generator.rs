@@ -141,6 +141,10 @@ async fn main() -> Result<(), Failure> {
         lake,
         RecordingOptions {
             thread_buffer_size: 64 * 1024,
+            // Process properties, as micromegas's generator and notebooks read them.
+            process_properties: [("version", "1.2.3"), ("build-version", "generator-7")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
             ..RecordingOptions::default()
         },
     )?;

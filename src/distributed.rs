@@ -22,6 +22,7 @@
 
 use crate::codec::AsyncEventsCodec;
 use crate::predicate_fixes::PredicateFixes;
+use crate::properties::property_functions;
 use crate::provider::AsyncEventsExec;
 use crate::spans::AsyncSpansExec;
 use async_trait::async_trait;
@@ -126,8 +127,14 @@ pub fn coordinator(builder: SessionStateBuilder) -> SessionStateBuilder {
         .with_distributed_option_extension(DistributedScanOptions::default())
 }
 
-/// A worker session's part: the codec (the lake is found by URL, see the module documentation).
-pub fn worker(builder: SessionStateBuilder) -> SessionStateBuilder {
+/// A worker session's part: the codec (the lake is found by URL, see the module documentation)
+/// and the property functions plans may call (`process_spans` computes `properties_to_jsonb`;
+/// datafusion-distributed finds scalar functions in the worker's session by name).
+pub fn worker(mut builder: SessionStateBuilder) -> SessionStateBuilder {
+    builder
+        .scalar_functions()
+        .get_or_insert_with(Vec::new)
+        .extend(property_functions().into_iter().map(Arc::new));
     builder.with_distributed_user_codec(AsyncEventsCodec)
 }
 

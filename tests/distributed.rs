@@ -102,6 +102,10 @@ fn shapes(pid: &str) -> Vec<String> {
              ORDER BY duration DESC, span_id LIMIT 3"
         ),
         format!("SELECT count(*) FROM view_instance('async_spans', '{pid}') WHERE depth >= 2"),
+        format!("SELECT * FROM thread_spans('{pid}')"),
+        format!(
+            "SELECT name, depth, count(*), sum(duration) FROM thread_spans('{pid}') GROUP BY name, depth"
+        ),
         format!("SELECT exe, count(*) FROM processes GROUP BY exe"),
         format!("SELECT count(*) FROM blocks WHERE process_id = '{pid}'"),
     ];
@@ -109,6 +113,11 @@ fn shapes(pid: &str) -> Vec<String> {
     #[cfg(feature = "timeline")]
     shapes.push(format!(
         "SELECT chunk_id, chunk_data FROM perfetto_trace_chunks('{pid}', 'async', NULL, NULL) \
+         ORDER BY chunk_id"
+    ));
+    #[cfg(feature = "timeline")]
+    shapes.push(format!(
+        "SELECT chunk_id, chunk_data FROM perfetto_trace_chunks('{pid}', 'both', NULL, NULL) \
          ORDER BY chunk_id"
     ));
     let pid = uuid::Uuid::parse_str(pid).unwrap();

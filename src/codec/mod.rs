@@ -12,6 +12,7 @@ mod messages;
 
 use crate::format::async_events_schema;
 use crate::lake::{LakeLocation, LakeRegistry};
+use crate::properties::property_functions;
 use crate::provider::{
     AsyncEventsExec, AsyncEventsTable, ClockParams, Partitions, PlannedPartition, PlannedScan,
     PlannedStream, ScanProjection, ScanState,
@@ -19,10 +20,11 @@ use crate::provider::{
 use crate::spans::{AsyncSpansExec, AsyncSpansTable, PairingRange, SpanColumn};
 use crate::time_bounds::TimeBounds;
 use datafusion::catalog::TableProvider;
-use datafusion::common::{Result, TableReference, exec_err, internal_err};
+use datafusion::common::{Result, TableReference, exec_err, internal_err, not_impl_err};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Extension;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
@@ -248,6 +250,22 @@ impl PhysicalExtensionCodec for AsyncEventsCodec {
         NodeProto { node: Some(node) }
             .encode(buf)
             .map_err(|e| bad(format_args!("{e}")))
+    }
+
+    /// The property and JSONB functions travel by name (`process_spans` computes
+    /// `properties_to_jsonb` in its plan); they carry no state.
+    fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        match property_functions().into_iter().find(|f| f.name() == name) {
+            Some(f) => Ok(Arc::new(f)),
+            None => not_impl_err!("async_events codec: no scalar function {name}"),
+        }
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, _buf: &mut Vec<u8>) -> Result<()> {
+        match property_functions().iter().any(|f| f.name() == node.name()) {
+            true => Ok(()),
+            false => not_impl_err!("async_events codec: cannot encode {}", node.name()),
+        }
     }
 }
 

@@ -21,8 +21,8 @@ use datafusion::physical_expr::{Distribution, EquivalenceProperties, PhysicalExp
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
 use std::collections::VecDeque;
@@ -236,7 +236,15 @@ impl ExecutionPlan for PerfettoTraceExec {
     }
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition; self.inputs.len()]
+        // Thread spans: every partition is read here, one after the other (each holds whole
+        // threads), so that the trace's bytes do not depend on which partition finishes first.
+        self.inputs
+            .iter()
+            .map(|(kind, _)| match kind {
+                SpanKind::Thread => Distribution::UnspecifiedDistribution,
+                SpanKind::Async => Distribution::SinglePartition,
+            })
+            .collect()
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
@@ -278,11 +286,12 @@ impl ExecutionPlan for PerfettoTraceExec {
         if partition != 0 {
             return internal_err!("PerfettoTraceExec has one partition, asked for {partition}");
         }
-        let inputs = self
-            .inputs
-            .iter()
-            .map(|(kind, plan)| Ok((*kind, plan.execute(0, context.clone())?)))
-            .collect::<Result<VecDeque<_>>>()?;
+        let mut inputs = VecDeque::new();
+        for (kind, plan) in &self.inputs {
+            for partition in 0..plan.output_partitioning().partition_count() {
+                inputs.push_back((*kind, plan.execute(partition, context.clone())?));
+            }
+        }
         let writer = TraceWriter::new(
             &self.process_name,
             self.pid,
