@@ -505,7 +505,7 @@ async fn perfetto_trace_of_thread_and_async_spans() {
     ] {
         let trace = decode_trace(&chunks(&ctx, &format!("'{pid}', '{types}'")).await).unwrap();
         check_trace(&trace, &expected, &names);
-        // Thread scopes sit on `thread depth N` tracks, async spans on `depth N` tracks.
+        // Thread scopes sit on a `scopes` track per thread, nested; async spans on `depth N`.
         let (tracks, slices) = slices(&trace);
         let on = |prefix: &str| {
             let mut v: Vec<(String, i64, i64)> = slices
@@ -522,7 +522,7 @@ async fn perfetto_trace_of_thread_and_async_spans() {
             .map(|s| (s.name.clone(), s.begin.unwrap(), s.end.unwrap()))
             .collect();
         want.sort();
-        assert_eq!(on("thread depth "), want, "{types}");
+        assert_eq!(on("scopes"), want, "{types}");
         let async_slices = expected
             .iter()
             .filter(|s| s.kind == SpanKind::Async)

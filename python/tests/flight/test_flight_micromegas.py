@@ -229,4 +229,4 @@ def test_write_process_trace_with_its_default_span_types(client, pid, window, tm
     )
     header, rows = cli_rows(sql)
     assert data == b"".join(bytes.fromhex(r[1]) for r in rows)
-    assert b"thread depth 1" in data and b"hash_block" in data
+    assert b"scopes" in data and b"hash_block" in data

@@ -149,7 +149,8 @@ def test_the_trace_command_writes_the_chunks(pid, tmp_path):
 
 def test_both_adds_each_threads_scopes(pid, tmp_path):
     """The default trace (`both`): the async slices of the `async` trace, plus one slice per
-    thread scope of `thread_spans` on `thread depth N` tracks under its thread's track."""
+    thread scope of `thread_spans` on a `scopes` track under its thread's track, nested as the
+    thread's call stack was: a slice's depth is the number of slices of its track around it."""
     out = tmp_path / "both.pftrace"
     cli("trace", "--process", pid, "-o", str(out))
     data = out.read_bytes()
@@ -158,7 +159,7 @@ def test_both_adds_each_threads_scopes(pid, tmp_path):
     assert trace.SerializeToString() == data
     by_uuid = tracks(trace)
     found = slices(trace)
-    on_thread = [s for s in found if by_uuid[s.track][0].name.startswith("thread depth ")]
+    on_thread = [s for s in found if by_uuid[s.track][0].name == "scopes"]
     on_async = [s for s in found if by_uuid[s.track][0].name.startswith("depth ")]
     assert len(on_thread) + len(on_async) == len(found)
     scopes = sql(
@@ -169,10 +170,23 @@ def test_both_adds_each_threads_scopes(pid, tmp_path):
     assert Counter((s.name, s.begin, s.end) for s in on_thread) == Counter(
         (r["name"], r["b"], r["e"]) for r in scopes
     )
+    per_track = defaultdict(list)
     for s in on_thread:
         track = by_uuid[s.track][0]
-        assert track.name == f"thread depth {s.annotations['depth']}", (s, track.name)
         assert by_uuid[track.parent_uuid][0].HasField("thread"), "not under a thread track"
+        per_track[s.track].append(s)
+    for slices_of_track in per_track.values():
+        for s in slices_of_track:
+            def encloses(o):
+                if o is s or not (o.begin <= s.begin and s.end <= o.end):
+                    return False
+                if (o.begin, o.end) != (s.begin, s.end):
+                    return True
+                # The same times: the outer one is the shallower.
+                return o.annotations["depth"] < s.annotations["depth"]
+
+            around = sum(encloses(o) for o in slices_of_track)
+            assert around == s.annotations["depth"] - 1, s
     only_async = slices(Trace.FromString(chunks(pid)))
     assert Counter((s.name, s.begin, s.end) for s in on_async) == Counter(
         (s.name, s.begin, s.end) for s in only_async

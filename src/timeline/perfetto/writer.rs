@@ -2,9 +2,10 @@
 //!
 //! Layout: one process track; under it one thread track per thread that has spans (a
 //! `ThreadDescriptor` with the thread's name and id from its stream); under each thread, first
-//! its scopes (thread spans) on tracks named `thread depth N`, one per depth of its call stack
-//! (scopes of one depth of one thread never overlap), then the async spans that began on it (a
-//! span that migrated stays on the thread it began on) as slices on tracks named `depth N`. Perfetto requires the slices of one track to nest properly, and
+//! a `scopes` track holding its scopes (thread spans) as nested slices, as its call stack nested
+//! them (written parents first, so that at equal times a parent opens before its child), then
+//! the async spans that began on it (a span that migrated stays on the thread it began on) as
+//! slices on tracks named `depth N`. Perfetto requires the slices of one track to nest properly, and
 //! async spans of the same depth overlap (concurrent futures), so each `depth N` is a set of
 //! tracks (lanes) whose slices never overlap: a span goes to the first lane of its thread and
 //! depth it does not overlap, else to a new one. The lanes of a depth share the name, so the UI
@@ -57,8 +58,10 @@ struct Lane {
 #[derive(Debug)]
 struct ThreadTracks {
     uuid: u64,
-    /// Lanes per kind and depth.
-    lanes: HashMap<(SpanKind, u32), Vec<Lane>>,
+    /// The track of the thread's scopes, nested (declared with the first scope).
+    scopes: Option<u64>,
+    /// Async lanes per depth.
+    lanes: HashMap<u32, Vec<Lane>>,
 }
 
 /// Writes the packets of a Perfetto trace of async spans, chunk by chunk.
@@ -169,6 +172,7 @@ impl TraceWriter {
             stream_id.to_owned(),
             ThreadTracks {
                 uuid,
+                scopes: None,
                 lanes: HashMap::new(),
             },
         );
@@ -191,15 +195,44 @@ impl TraceWriter {
         uuid
     }
 
-    /// The lane of a slice `[begin, end]` of a kind on a thread at a depth, declaring it when
-    /// new.
+    /// The track of a thread's scopes, declaring it when new: its slices nest as the scopes did
+    /// (a thread runs one call stack), so Perfetto sees parents, children and self time.
+    fn scopes_track(&mut self, stream_id: &str) -> u64 {
+        let parent = self.thread_track(stream_id);
+        if let Some(uuid) = self.tracks.get(stream_id).and_then(|t| t.scopes) {
+            return uuid;
+        }
+        let uuid = self.next_lane_uuid;
+        self.next_lane_uuid = self.next_lane_uuid.wrapping_add(1);
+        if let Some(tracks) = self.tracks.get_mut(stream_id) {
+            tracks.scopes = Some(uuid);
+        }
+        self.packet(TracePacket {
+            track_descriptor: Some(TrackDescriptor {
+                uuid: Some(uuid),
+                name: Some("scopes".to_owned()),
+                parent_uuid: Some(parent),
+                // Above the async depths.
+                sibling_order_rank: Some(-1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        uuid
+    }
+
+    /// The track of a slice `[begin, end]`: its thread's scopes track for a thread span, else
+    /// the lane of its thread and depth it does not overlap, declared when new.
     fn lane(&mut self, span: &Span, begin: i64, end: i64) -> u64 {
+        if span.kind == SpanKind::Thread {
+            return self.scopes_track(&span.stream_id);
+        }
         let (stream_id, depth) = (span.stream_id.as_str(), span.depth);
         let parent = self.thread_track(stream_id);
         let Some(tracks) = self.tracks.get_mut(stream_id) else {
             return parent;
         };
-        let lanes = tracks.lanes.entry((span.kind, depth)).or_default();
+        let lanes = tracks.lanes.entry(depth).or_default();
         // Strict: a slice that ends exactly when the next begins would nest at equal times.
         if let Some(lane) = lanes
             .iter_mut()
@@ -217,18 +250,12 @@ impl TraceWriter {
             first_begin: begin,
             last_end: end,
         });
-        // Thread scopes first (they are the thread's call stack), then the async depths.
-        let (first, name) = match span.kind {
-            SpanKind::Thread => (-1_000_000_000, format!("thread depth {depth}")),
-            SpanKind::Async => (0, format!("depth {depth}")),
-        };
-        let rank = first
-            + i64::from(depth) * 10_000
-            + i64::try_from(lane_index).unwrap_or(9_999).min(9_999);
+        let rank =
+            i64::from(depth) * 10_000 + i64::try_from(lane_index).unwrap_or(9_999).min(9_999);
         self.packet(TracePacket {
             track_descriptor: Some(TrackDescriptor {
                 uuid: Some(uuid),
-                name: Some(name),
+                name: Some(format!("depth {depth}")),
                 parent_uuid: Some(parent),
                 sibling_order_rank: Some(i32::try_from(rank).unwrap_or(i32::MAX)),
                 ..Default::default()
