@@ -1,15 +1,18 @@
 //! Arrow columns of metadata rows: [`MetadataRow`] builds any column of a table, by name, from a
 //! slice of its rows, so that a scan builds only the projected columns.
 
-use super::schema::{PROCESS_PREFIX, STREAM_PREFIX, properties_type};
+use super::schema::{PROCESS_PREFIX, STREAM_PREFIX};
 use crate::lake::{BlockListing, ProcessListing, ProcessRecord, StreamListing, StreamRecord};
+use crate::properties::jsonb_object;
 use chrono::{DateTime, Utc};
+use datafusion::arrow::array::DictionaryArray;
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, Int32Array, Int64Array, ListBuilder, MapArray, MapBuilder, RecordBatch,
-    RecordBatchOptions, StringArray, StringBuilder, TimestampNanosecondArray,
+    ArrayRef, BinaryArray, Int32Array, Int64Array, ListBuilder, RecordBatch, RecordBatchOptions,
+    StringArray, StringBuilder, TimestampNanosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, SchemaRef};
 use datafusion::common::{Result, internal_err};
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -257,29 +260,24 @@ fn property_maps<'a, T>(
     rows: &'a [T],
     f: impl Fn(&'a T) -> Option<&'a [(String, String)]>,
 ) -> Result<ArrayRef> {
-    let DataType::Map(entries, _) = properties_type() else {
-        return internal_err!("properties are not a map");
-    };
-    let DataType::Struct(kv) = entries.data_type() else {
-        return internal_err!("property map entries are not a struct");
-    };
-    let (Some(keys), Some(values)) = (kv.first(), kv.get(1)) else {
-        return internal_err!("property map entries are not key-value pairs");
-    };
-    let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
-        .with_keys_field(keys.clone())
-        .with_values_field(values.clone());
-    for row in rows {
-        let properties = f(row);
-        for (k, v) in properties.unwrap_or_default() {
-            builder.keys().append_value(k);
-            builder.values().append_value(v);
-        }
-        builder.append(properties.is_some())?;
-    }
-    // Same entries field name and types as `async_events.properties`.
-    let (_, offsets, columns, nulls, ordered) = builder.finish().into_parts();
-    Ok(Arc::new(MapArray::try_new(
-        entries, offsets, columns, nulls, ordered,
+    // Each distinct property set once, as micromegas's JSONB dictionaries hold them.
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    let mut index: HashMap<Vec<u8>, i32> = HashMap::new();
+    let keys: Int32Array = rows
+        .iter()
+        .map(|row| {
+            f(row).map(|properties| {
+                let jsonb = jsonb_object(properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                *index.entry(jsonb).or_insert_with_key(|jsonb| {
+                    values.push(jsonb.clone());
+                    values.len() as i32 - 1
+                })
+            })
+        })
+        .collect();
+    let values = BinaryArray::from_iter_values(values.iter());
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+        keys,
+        Arc::new(values),
     )?))
 }

@@ -2,7 +2,6 @@
 //! micromegas's views of the same names. The `streams.*` and `processes.*` columns of `blocks`
 //! are nullable: they are NULL for a block whose stream or process row is missing.
 
-use crate::format::{Column, column_type};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,8 +34,10 @@ fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()))
 }
 
+/// micromegas 0.33's type of `properties` in `processes`, `streams` and `blocks`: JSONB
+/// objects, dictionary-encoded (`property_get`, `jsonb_get` and the other functions read them).
 pub(super) fn properties_type() -> DataType {
-    column_type(Column::Properties)
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Binary))
 }
 
 pub(super) fn tags_type() -> DataType {

@@ -63,10 +63,12 @@ pub(crate) fn db_schemas(
     builder.build().map_err(internal)
 }
 
-/// `GetTables`, with each table's Arrow schema when asked.
+/// `GetTables`, with each table's Arrow schema when asked, as `sent` makes it (what a query of
+/// the table sends).
 pub(crate) async fn tables(
     ctx: &SessionContext,
     query: CommandGetTables,
+    sent: impl Fn(&Schema) -> Schema,
 ) -> Result<RecordBatch, Status> {
     let mut builder = query.into_builder();
     for (catalog, schema) in schemas(ctx) {
@@ -77,7 +79,7 @@ pub(crate) async fn tables(
             if let Some(table) = provider.table(&name).await.map_err(internal)? {
                 let table_type = type_name(table.table_type());
                 builder
-                    .append(&catalog, &schema, &name, table_type, &table.schema())
+                    .append(&catalog, &schema, &name, table_type, &sent(&table.schema()))
                     .map_err(internal)?;
             }
         }

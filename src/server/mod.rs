@@ -714,7 +714,10 @@ impl FlightSqlService for AsyncEventsFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let ctx = self.catalog_context(request.metadata())?;
-        one_batch(catalog::tables(&ctx, query).await?)
+        // Each table's schema as a query of it is sent (dictionaries hydrated unless kept).
+        let preserve = RequestSettings::from_headers(request.metadata())?.preserve_dictionary;
+        let sent = move |schema: &Schema| sent_schema(schema, preserve);
+        one_batch(catalog::tables(&ctx, query, sent).await?)
     }
 
     async fn get_flight_info_table_types(

@@ -80,3 +80,14 @@ def test_thread_spans_of_the_cpu_streams(client, pid):
     header, rows = cli_rows(sql)
     assert as_strings(df) == rows
     assert list(df["depth"])[0] == 0, "the thread's root row"
+
+
+def test_metadata_properties_have_micromegas_type(client, pid):
+    """micromegas 0.33's properties: JSONB objects in a dictionary (what test_blocks checks)."""
+    sql = (
+        'SELECT arrow_typeof("streams.properties") AS s, arrow_typeof("processes.properties") AS p '
+        f"FROM blocks WHERE process_id = '{pid}' LIMIT 1"
+    )
+    assert as_strings(client.query(sql)) == [["Dictionary(Int32, Binary)"] * 2]
+    sql = f"SELECT arrow_typeof(properties) AS t FROM processes WHERE process_id = '{pid}'"
+    assert as_strings(client.query(sql)) == [["Dictionary(Int32, Binary)"]]
