@@ -307,7 +307,7 @@ async fn the_metadata_tables_read_every_schema_and_rows_written_twice_once() {
         assert_eq!(
             count(
                 "SELECT * FROM blocks WHERE \"streams.format\" = 'micromegas-transit' \
-                 AND \"processes.properties\"['version'] = '1.2'"
+                 AND property_get(\"processes.properties\", 'version') = '1.2'"
             )
             .await,
             blocks,

@@ -189,7 +189,7 @@ const RECENT: usize = 32;
 
 /// A failure to build the batch (a column past Arrow's 2 GiB, too many strings): not a defect of
 /// the block, so never counted as a corrupt one.
-pub(super) fn arrow_err(e: ArrowError) -> FormatError {
+fn arrow_err(e: ArrowError) -> FormatError {
     FormatError::Output {
         detail: e.to_string(),
     }

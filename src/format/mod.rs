@@ -4,6 +4,8 @@
 //! [`BlockPayload::from_cbor`] (the stored CBOR blob) → [`DecompressedBlock`] (two LZ4 frames) →
 //! [`AsyncEventDecoder::decode`] (transit records, read at the offsets of the stream's
 //! [`StreamLayout`]) → [`EventBatchBuilder`] (Arrow columns, projected and filtered).
+//! The thread (scope) span events of the same blocks go to a caller's sink instead
+//! ([`AsyncEventDecoder::decode_thread_blob`]), for the pairing of `thread_spans`.
 
 mod builder;
 mod decoder;

@@ -26,12 +26,14 @@ pub use thread_streams::ThreadStreamsTable;
 
 use crate::lake::Lake;
 use crate::predicate_fixes::install_predicate_fixes;
+use crate::properties::register_property_functions;
 use datafusion::common::Result;
 use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
-/// Registers the `processes`, `streams` and `blocks` tables of `lake` on a session (with the
-/// analyzer rule that corrects two DataFusion 55.2 bugs, as `register` does).
+/// Registers the `processes`, `streams` and `blocks` tables of `lake` on a session, with the
+/// property functions that read their JSONB `properties` (`property_get`, …) and the analyzer
+/// rule that corrects two DataFusion 55.2 bugs, as `register` does.
 pub fn register_metadata_tables(ctx: &SessionContext, lake: Lake) -> Result<()> {
     ctx.register_table(
         "processes",
@@ -39,6 +41,7 @@ pub fn register_metadata_tables(ctx: &SessionContext, lake: Lake) -> Result<()> 
     )?;
     ctx.register_table("streams", Arc::new(MetadataTable::streams(lake.clone())))?;
     ctx.register_table("blocks", Arc::new(MetadataTable::blocks(lake)))?;
+    register_property_functions(ctx);
     install_predicate_fixes(ctx);
     Ok(())
 }
