@@ -3,6 +3,7 @@
 
 use super::call_tree::{Node, Place, RowSink};
 use crate::properties::jsonb_object;
+use crate::time_bounds::TimeBounds;
 use datafusion::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryArray, BooleanBuilder, DictionaryArray, Int32Array, Int64Builder,
     RecordBatch, StringDictionaryBuilder, TimestampNanosecondBuilder, UInt32Builder,
@@ -140,6 +141,9 @@ pub(crate) struct Chain<'a> {
     /// Whether the chain's last block is the stream's last: scopes open at its end never ended
     /// in the recording (`finished` false) rather than being cut by the range (NULL).
     pub reaches_stream_end: bool,
+    /// The range the spans must overlap (inclusive ns; `thread_spans(pid, begin, end)`): the
+    /// blocks at its edges hold scopes entirely outside it, which are left out.
+    pub overlap: TimeBounds,
 }
 
 /// The rows of a partition, built column by column.
@@ -261,6 +265,15 @@ impl RowSink for ChainRows<'_> {
         let chain = self.chain;
         let r = &mut *self.rows;
         let root = node.id.is_none();
+        let outside = node
+            .end
+            .is_some_and(|e| chain.overlap.begin.is_some_and(|lo| e < lo))
+            || node
+                .begin
+                .is_some_and(|b| chain.overlap.end.is_some_and(|hi| b > hi));
+        if !root && outside {
+            return Ok(());
+        }
         let (begin, end) = if root {
             (Some(chain.begin), Some(chain.end))
         } else {

@@ -10,6 +10,7 @@ use super::columns::{Chain, Flavor, ScopeStrings, SpanRows};
 use crate::error::Error;
 use crate::format::{AsyncEventDecoder, FormatError, StreamLayout, TickConverter, scope_hash};
 use crate::lake::{BlockRecord, Lake, StreamRecord};
+use crate::time_bounds::TimeBounds;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
@@ -73,6 +74,8 @@ pub struct ThreadSpansExec {
     schema: SchemaRef,
     skip_corrupt_blocks: bool,
     inflate_limit: usize,
+    /// The range rows must overlap ([`Chain::overlap`]).
+    overlap: TimeBounds,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -128,6 +131,7 @@ impl ThreadSpansExec {
         target_partitions: usize,
         flavor: Flavor,
         projection: Vec<usize>,
+        overlap: TimeBounds,
         options: &crate::provider::ScanOptions,
     ) -> Self {
         let full = super::thread_spans_schema(flavor);
@@ -166,6 +170,7 @@ impl ThreadSpansExec {
             schema,
             skip_corrupt_blocks: options.skip_corrupt_blocks,
             inflate_limit: options.max_inflated_bytes,
+            overlap,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -255,6 +260,7 @@ impl ExecutionPlan for ThreadSpansExec {
             batch_size: context.session_config().batch_size(),
             skip_corrupt_blocks: self.skip_corrupt_blocks,
             inflate_limit: self.inflate_limit,
+            overlap: self.overlap,
             metrics: ThreadMetrics::new(&self.metrics, partition),
         };
         let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
@@ -283,6 +289,7 @@ struct PartitionReader {
     batch_size: usize,
     skip_corrupt_blocks: bool,
     inflate_limit: usize,
+    overlap: TimeBounds,
     metrics: ThreadMetrics,
 }
 
@@ -394,6 +401,7 @@ impl PartitionReader {
                         &mut rows,
                         &stream_id,
                         thread_name,
+                        self.overlap,
                     )
                 };
                 match decoded {
@@ -473,6 +481,7 @@ impl PartitionReader {
             begin: open.begin,
             end: open.end,
             reaches_stream_end,
+            overlap: self.overlap,
         };
         let repairs = open.tree.finish(&mut rows.chain(&context))?;
         self.metrics.add(repairs);
@@ -501,6 +510,7 @@ fn decode_block(
     rows: &mut SpanRows,
     stream_id: &str,
     thread_name: Option<&str>,
+    overlap: TimeBounds,
 ) -> std::result::Result<usize, BlockFailure> {
     let mut failure: Option<DataFusionError> = None;
     let (begin, end) = (open.begin, open.end);
@@ -523,6 +533,7 @@ fn decode_block(
                 begin,
                 end,
                 reaches_stream_end: false,
+                overlap,
             };
             let fields = ScopeEvent {
                 id: event.id,

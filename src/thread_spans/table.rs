@@ -199,6 +199,12 @@ impl TableProvider for ThreadSpansTable {
             state.config().target_partitions(),
             self.flavor,
             projection,
+            // micromegas's views return the whole blocks read; `thread_spans(pid, begin, end)`
+            // the spans overlapping its range, as `async_spans` does.
+            match self.flavor {
+                Flavor::Process => range,
+                Flavor::View | Flavor::ProcessSpans => TimeBounds::ALL,
+            },
             &self.options,
         )))
     }
