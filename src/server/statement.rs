@@ -6,8 +6,8 @@
 //! server of a fleet can run it.
 
 use super::status::one_line;
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::ParamValues;
@@ -100,29 +100,9 @@ pub(crate) fn first_row(batch: &RecordBatch) -> Result<Vec<ScalarValue>, Status>
     batch
         .columns()
         .iter()
-        .map(|c| ScalarValue::try_from_array(&in_nanoseconds(c), 0))
+        .map(|c| ScalarValue::try_from_array(c, 0))
         .collect::<Result<_, _>>()
         .map_err(|e| Status::invalid_argument(one_line(&e.to_string())))
-}
-
-/// A timestamp parameter in nanoseconds (its time zone kept). Clients bind seconds, milli- or
-/// microseconds (Python's `datetime`); compared with a nanosecond column such as `time`,
-/// DataFusion would coerce the column to the coarser unit, truncating the events' times, so
-/// that `time >= ?` would keep an event a few hundred nanoseconds before the value, which the
-/// same literal does not. A value out of the nanosecond range (after 2262) stays as it came.
-fn in_nanoseconds(column: &ArrayRef) -> ArrayRef {
-    use datafusion::arrow::compute::{CastOptions, cast_with_options};
-    match column.data_type() {
-        DataType::Timestamp(unit, tz) if *unit != TimeUnit::Nanosecond => {
-            let to = DataType::Timestamp(TimeUnit::Nanosecond, tz.clone());
-            let strict = CastOptions {
-                safe: false,
-                ..CastOptions::default()
-            };
-            cast_with_options(column, &to, &strict).unwrap_or_else(|_| column.clone())
-        }
-        _ => column.clone(),
-    }
 }
 
 /// The SQL with each `?` placeholder (outside quotes and comments) numbered `$1`, `$2`, … as
@@ -194,44 +174,6 @@ pub(crate) fn parameter_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    #[test]
-    fn timestamp_parameters_become_nanoseconds() {
-        use datafusion::arrow::array::{
-            Array, TimestampMicrosecondArray, TimestampMillisecondArray,
-        };
-        let micros =
-            TimestampMicrosecondArray::from(vec![1_700_000_000_123_456]).with_timezone("UTC");
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "p",
-            micros.data_type().clone(),
-            false,
-        )]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(micros)]).unwrap();
-        assert_eq!(
-            first_row(&batch).unwrap(),
-            vec![ScalarValue::TimestampNanosecond(
-                Some(1_700_000_000_123_456_000),
-                Some("UTC".into())
-            )]
-        );
-        // The year 3000 has no nanosecond timestamp: the value stays in its unit.
-        let far = TimestampMillisecondArray::from(vec![32_503_680_000_000]);
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "p",
-            far.data_type().clone(),
-            false,
-        )]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(far)]).unwrap();
-        assert_eq!(
-            first_row(&batch).unwrap(),
-            vec![ScalarValue::TimestampMillisecond(
-                Some(32_503_680_000_000),
-                None
-            )]
-        );
-    }
 
     #[test]
     fn question_marks_are_numbered_outside_quotes_and_comments() {

@@ -122,6 +122,10 @@ def value_and_literal(conn, pid, kind):
         cur.execute(f"SELECT min(time), max(time) FROM async_events('{pid}')")
         first, last = cur.fetchone()
     middle = first + (last - first) / 2
+    # The driver binds microseconds (a pandas Timestamp's nanoseconds are dropped): take a value
+    # it can bind exactly, so that the literal says the same instant.
+    if hasattr(middle, "floor"):
+        middle = middle.floor("us").to_pydatetime()
     return middle, f"TIMESTAMP '{middle.isoformat()}'"
 
 
