@@ -3,16 +3,14 @@
 
 use super::schema::{PROCESS_PREFIX, STREAM_PREFIX};
 use crate::lake::{BlockListing, ProcessListing, ProcessRecord, StreamListing, StreamRecord};
-use crate::properties::jsonb_object;
+use crate::properties::JsonbSets;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::DictionaryArray;
 use datafusion::arrow::array::{
     ArrayRef, BinaryArray, Int32Array, Int64Array, ListBuilder, RecordBatch, RecordBatchOptions,
     StringArray, StringBuilder, TimestampNanosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::{Result, internal_err};
-use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -260,24 +258,14 @@ fn property_maps<'a, T>(
     rows: &'a [T],
     f: impl Fn(&'a T) -> Option<&'a [(String, String)]>,
 ) -> Result<ArrayRef> {
-    // Each distinct property set once, as micromegas's JSONB dictionaries hold them.
-    let mut values: Vec<Vec<u8>> = Vec::new();
-    let mut index: HashMap<Vec<u8>, i32> = HashMap::new();
+    let mut sets = JsonbSets::default();
     let keys: Int32Array = rows
         .iter()
         .map(|row| {
             f(row).map(|properties| {
-                let jsonb = jsonb_object(properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                *index.entry(jsonb).or_insert_with_key(|jsonb| {
-                    values.push(jsonb.clone());
-                    values.len() as i32 - 1
-                })
+                sets.intern(properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             })
         })
         .collect();
-    let values = BinaryArray::from_iter_values(values.iter());
-    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-        keys,
-        Arc::new(values),
-    )?))
+    Ok(Arc::new(sets.column(keys)?))
 }

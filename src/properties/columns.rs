@@ -2,14 +2,17 @@
 //! `Map<Utf8, Utf8>` (this crate's), `List<Struct<key, value>>` (micromegas's former layout) and
 //! JSONB objects (`Binary`, micromegas 0.33's), each possibly dictionary-encoded.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, DictionaryArray, Int32Array, StringArray,
+};
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int32Type};
 use datafusion::common::{Result, exec_err};
 use jsonb::{RawJsonb, Value};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A dictionary-encoded array as the plain array of its values (nulls kept); other arrays as
 /// they are.
@@ -251,4 +254,33 @@ pub fn jsonb_object<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
     let mut out = Vec::new();
     Value::Object(object).write_to_vec(&mut out);
     out
+}
+
+/// Property sets as micromegas's JSONB dictionaries hold them: each distinct set stored once,
+/// rows referring to it by key.
+#[derive(Debug, Default)]
+pub(crate) struct JsonbSets {
+    values: Vec<Vec<u8>>,
+    index: HashMap<Vec<u8>, i32>,
+}
+
+impl JsonbSets {
+    /// The key of a set (see [`jsonb_object`]), stored when new.
+    pub(crate) fn intern<'a>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> i32 {
+        let jsonb = jsonb_object(pairs);
+        let values = &mut self.values;
+        *self.index.entry(jsonb).or_insert_with_key(|jsonb| {
+            values.push(jsonb.clone());
+            values.len() as i32 - 1
+        })
+    }
+
+    /// The dictionary column of these keys (NULL keys are NULL rows).
+    pub(crate) fn column(&self, keys: Int32Array) -> Result<DictionaryArray<Int32Type>> {
+        let values = BinaryArray::from_iter_values(self.values.iter());
+        Ok(DictionaryArray::try_new(keys, Arc::new(values))?)
+    }
 }

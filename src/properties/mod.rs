@@ -28,6 +28,7 @@
 mod columns;
 mod functions;
 
+pub(crate) use columns::JsonbSets;
 pub use columns::jsonb_object;
 pub use functions::property_functions;
 

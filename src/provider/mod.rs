@@ -39,6 +39,7 @@ pub use caches::ScanCaches;
 pub use exec::AsyncEventsExec;
 pub use options::ScanOptions;
 pub use planning::process_clock;
+pub(crate) use planning::tick_window;
 pub use predicate::ScanPredicate;
 pub use table::AsyncEventsTable;
 

@@ -2,11 +2,11 @@
 //! their batches.
 
 use super::call_tree::{Node, Place, RowSink};
-use crate::properties::jsonb_object;
+use crate::properties::JsonbSets;
 use crate::time_bounds::TimeBounds;
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryArray, BooleanBuilder, DictionaryArray, Int32Array, Int64Builder,
-    RecordBatch, StringDictionaryBuilder, TimestampNanosecondBuilder, UInt32Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Int32Array, Int64Builder, RecordBatch,
+    StringDictionaryBuilder, TimestampNanosecondBuilder, UInt32Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use datafusion::common::Result;
@@ -161,8 +161,8 @@ pub(crate) struct SpanRows {
     filenames: StringDictionaryBuilder<Int32Type>,
     lines: UInt32Builder,
     property_keys: Vec<i32>,
-    property_sets: Vec<Vec<u8>>,
-    property_index: HashMap<Vec<u8>, i32>,
+    /// Key 0 is the empty set.
+    property_sets: JsonbSets,
     stream_ids: StringDictionaryBuilder<Int32Type>,
     thread_names: StringDictionaryBuilder<Int32Type>,
     finished: BooleanBuilder,
@@ -171,7 +171,8 @@ pub(crate) struct SpanRows {
 
 impl SpanRows {
     pub fn new(flavor: Flavor) -> Self {
-        let empty = jsonb_object([]);
+        let mut property_sets = JsonbSets::default();
+        property_sets.intern([]);
         Self {
             flavor,
             ids: Int64Builder::new(),
@@ -186,8 +187,7 @@ impl SpanRows {
             filenames: StringDictionaryBuilder::new(),
             lines: UInt32Builder::new(),
             property_keys: Vec::new(),
-            property_sets: vec![empty.clone()],
-            property_index: HashMap::from([(empty, 0)]),
+            property_sets,
             stream_ids: StringDictionaryBuilder::new(),
             thread_names: StringDictionaryBuilder::new(),
             finished: BooleanBuilder::new(),
@@ -210,8 +210,7 @@ impl SpanRows {
     /// emptied.
     pub fn finish(&mut self, projection: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
         let keys = Int32Array::from(std::mem::take(&mut self.property_keys));
-        let values = BinaryArray::from_iter_values(self.property_sets.iter());
-        let properties = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))?;
+        let properties = self.property_sets.column(keys)?;
         let utc = |b: &mut TimestampNanosecondBuilder| b.finish().with_timezone("+00:00");
         let all: [ArrayRef; 16] = [
             Arc::new(self.ids.finish()),
@@ -243,14 +242,8 @@ impl SpanRows {
         if node.properties.is_empty() {
             return 0;
         }
-        let jsonb = jsonb_object(node.properties.iter().map(|(k, v)| (&**k, &**v)));
-        if let Some(&key) = self.property_index.get(&jsonb) {
-            return key;
-        }
-        let key = self.property_sets.len() as i32;
-        self.property_sets.push(jsonb.clone());
-        self.property_index.insert(jsonb, key);
-        key
+        self.property_sets
+            .intern(node.properties.iter().map(|(k, v)| (&**k, &**v)))
     }
 }
 

@@ -8,12 +8,12 @@
 use super::columns::{Flavor, thread_spans_schema};
 use super::exec::{StreamPlan, ThreadSpansExec};
 use crate::lake::{BlockWindow, Lake};
-use crate::provider::{ScanCaches, ScanOptions, ScanPredicate, process_clock};
+use crate::provider::{ScanCaches, ScanOptions, ScanPredicate, process_clock, tick_window};
 use crate::time_bounds::TimeBounds;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{Result, internal_err, plan_err};
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
@@ -133,16 +133,8 @@ impl TableProvider for ThreadSpansTable {
             (None, Some(allowed)) => Some(allowed.into_iter().collect()),
             (None, None) => None,
         };
-        let schema = {
-            let full = self.schema();
-            Arc::new(datafusion::arrow::datatypes::Schema::new(
-                projection
-                    .iter()
-                    .map(|&i| full.field(i).clone())
-                    .collect::<Vec<_>>(),
-            ))
-        };
         if predicate.impossible || only.as_ref().is_some_and(Vec::is_empty) {
+            let schema = Arc::new(self.schema().project(&projection)?);
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
         let process = self.lake.process(process_id).await?;
@@ -159,16 +151,11 @@ impl TableProvider for ThreadSpansTable {
         let range = self.bounds.intersect(self.options.query_range);
         // Listed from the range's start to the stream's end: the blocks after the range say
         // whether a scope open at its end ever ended.
-        let window = BlockWindow::Ticks {
-            begin: range
-                .begin
-                .map(|b| clock.ns_to_delta(b.saturating_sub(1_000)).saturating_sub(1)),
-            end: None,
+        let from_begin = tick_window(&clock, TimeBounds::new(range.begin, None));
+        let blocks = self.lake.blocks(process_id, &ids, from_begin).await?;
+        let BlockWindow::Ticks { end: last_tick, .. } = tick_window(&clock, range) else {
+            return internal_err!("thread_spans: a tick window without tick bounds");
         };
-        let blocks = self.lake.blocks(process_id, &ids, window).await?;
-        let last_tick = range
-            .end
-            .map(|e| clock.ns_to_delta(e.saturating_add(1_000)).saturating_add(1));
         let plans: Vec<StreamPlan> = with_layouts
             .into_iter()
             .filter_map(|(stream, layout)| {

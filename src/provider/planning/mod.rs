@@ -162,7 +162,7 @@ pub(crate) async fn plan_scan(
 /// The tick window that lists every block [`block_time_bounds`] keeps for `time`: each bound
 /// widened by the microsecond of `block_time_bounds` and by one tick for the rounding of
 /// [`TickConverter::ns_to_delta`], so the listing never drops a block the exact check keeps.
-fn tick_window(clock: &TickConverter, time: TimeBounds) -> BlockWindow {
+pub(crate) fn tick_window(clock: &TickConverter, time: TimeBounds) -> BlockWindow {
     BlockWindow::Ticks {
         begin: time
             .begin
