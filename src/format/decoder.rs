@@ -164,10 +164,10 @@ pub struct AsyncEventDecoder {
     /// Direct-mapped cache in front of `descriptions` (most events name a few descriptions).
     recent: [Option<(u64, Scope)>; RECENT],
     /// Decompression buffers reused from block to block.
-    pub(super) dependencies_buf: Vec<u8>,
-    pub(super) objects_buf: Vec<u8>,
+    dependencies_buf: Vec<u8>,
+    objects_buf: Vec<u8>,
     /// Largest inflated size of one buffer of a block.
-    pub(super) inflate_limit: usize,
+    inflate_limit: usize,
 }
 
 impl Default for AsyncEventDecoder {
@@ -232,13 +232,27 @@ impl AsyncEventDecoder {
         filter: &RowFilter,
         out: &mut EventBatchBuilder,
     ) -> FormatResult<DecodeSummary> {
+        let with_dependencies = Self::needs_dependencies(out, filter);
+        self.with_inflated(blob, with_dependencies, |decoder, objects, deps| {
+            decoder.decode_buffers(layout, deps, objects, ids, clock, filter, out)
+        })
+    }
+
+    /// Runs `f` on the inflated buffers of a stored blob (the dependencies only when asked),
+    /// inflated into the decoder's own buffers, reused from block to block.
+    pub(super) fn with_inflated<R>(
+        &mut self,
+        blob: &[u8],
+        with_dependencies: bool,
+        f: impl FnOnce(&mut Self, &[u8], Option<&[u8]>) -> FormatResult<R>,
+    ) -> FormatResult<R> {
         let payload = PayloadView::parse(blob)?;
         let mut objects = std::mem::take(&mut self.objects_buf);
         let mut deps = std::mem::take(&mut self.dependencies_buf);
         let result = (|| {
             let limit = self.inflate_limit;
             let n = decompress_frame_into(&payload.objects, &mut objects, "objects", limit)?;
-            let deps_len = if Self::needs_dependencies(out, filter) {
+            let deps_len = if with_dependencies {
                 Some(decompress_frame_into(
                     &payload.dependencies,
                     &mut deps,
@@ -248,8 +262,7 @@ impl AsyncEventDecoder {
             } else {
                 None
             };
-            let deps = deps_len.map(|len| &deps[..len]);
-            self.decode_buffers(layout, deps, &objects[..n], ids, clock, filter, out)
+            f(self, &objects[..n], deps_len.map(|len| &deps[..len]))
         })();
         self.objects_buf = objects;
         self.dependencies_buf = deps;

@@ -12,8 +12,6 @@ use super::dependencies::{Dependencies, EntryIndex, read_u64};
 use super::error::FormatResult;
 use super::hash::scope_hash;
 use super::layout::{EventType, ObjectKind, ScopeSource, StreamLayout};
-use super::lz4::decompress_frame_into;
-use super::payload::PayloadView;
 use super::ticks::TickConverter;
 
 /// One thread span event of a block, borrowed from the decoder until the sink returns.
@@ -80,21 +78,14 @@ impl AsyncEventDecoder {
         clock: &TickConverter,
         mut sink: impl FnMut(ThreadEvent<'_>) -> FormatResult<()>,
     ) -> FormatResult<ThreadDecodeSummary> {
-        let payload = PayloadView::parse(blob)?;
-        let mut objects = std::mem::take(&mut self.objects_buf);
-        let mut deps = std::mem::take(&mut self.dependencies_buf);
-        let result = (|| {
-            let limit = self.inflate_limit;
-            let n = decompress_frame_into(&payload.objects, &mut objects, "objects", limit)?;
-            let d = decompress_frame_into(&payload.dependencies, &mut deps, "dependencies", limit)?;
-            self.dependencies.read(layout, &deps[..d])?;
-            self.thread_scopes.descriptions.clear();
-            self.thread_scopes.named.clear();
-            self.walk_thread_events(layout, &objects[..n], object_offset, clock, &mut sink)
-        })();
-        self.objects_buf = objects;
-        self.dependencies_buf = deps;
-        result
+        self.with_inflated(blob, true, |decoder, objects, deps| {
+            decoder
+                .dependencies
+                .read(layout, deps.unwrap_or_default())?;
+            decoder.thread_scopes.descriptions.clear();
+            decoder.thread_scopes.named.clear();
+            decoder.walk_thread_events(layout, objects, object_offset, clock, &mut sink)
+        })
     }
 
     fn walk_thread_events(
