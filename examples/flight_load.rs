@@ -64,6 +64,18 @@ fn shapes() -> Vec<(&'static str, &'static str)> {
             "metadata: blocks of the process",
             "SELECT count(*), sum(payload_size) FROM blocks WHERE process_id = '{pid}'",
         ),
+        (
+            "async spans in a window, by name",
+            "SELECT name, count(*), max(duration) FROM async_spans('{pid}', '{t0}', '{t1}') GROUP BY name",
+        ),
+        (
+            "thread spans in a window, by name",
+            "SELECT name, count(*), max(duration) FROM thread_spans('{pid}', '{t0}', '{t1}') GROUP BY name",
+        ),
+        (
+            "Perfetto trace of a window (thread and async)",
+            "SELECT count(*), sum(length(chunk_data)) FROM perfetto_trace_chunks('{pid}', 'both', '{t0}', '{t1}')",
+        ),
     ]
 }
 

@@ -8,7 +8,14 @@
 //! cargo run --release --example sql_bench -- spans-rss --dir /tmp/ae-bench --query spans|join|floor
 //!     [--repeat N] [--explain]   # N runs in one process (profiling); EXPLAIN ANALYZE
 //! cargo run --release --example sql_bench -- one-stream --dir /tmp/ae-one [--events 1000000]
+//! cargo run --release --example sql_bench -- export-rss --dir /tmp/ae-export \
+//!     --cli target/release/async-events [--runs 3]   # peak RSS of CSV exports by buffer size
 //! ```
+//! `export-rss` records (once) three lakes of about `--events` async events with 64 KiB, 1 MiB
+//! and 10 MiB thread buffers (`<dir>-64`, `<dir>-1024`, `<dir>-10240`), then runs
+//! `async-events sql --format csv "SELECT * FROM async_events('…')"` on each, `--runs` times,
+//! each a fresh process whose output this program counts, and prints its peak RSS (`wait4`'s
+//! `ru_maxrss`) and wall time.
 //! `one-stream` builds (once) a lake of one process with a single thread stream and times the
 //! same queries read by 1 partition and by 2 (`target_partitions`): the speed-up of cutting a
 //! busy stream's blocks into runs.
@@ -49,6 +56,8 @@ struct Args {
     repeat: usize,
     /// `spans-rss`: print EXPLAIN ANALYZE of the query instead.
     explain: bool,
+    /// `export-rss`: the `async-events` command line to measure.
+    cli: PathBuf,
 }
 
 fn args() -> Args {
@@ -63,6 +72,7 @@ fn args() -> Args {
         runs: 9,
         repeat: 1,
         explain: false,
+        cli: PathBuf::from("target/release/async-events"),
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -74,6 +84,7 @@ fn args() -> Args {
             "--runs" => out.runs = value().parse().expect("--runs N"),
             "--repeat" => out.repeat = value().parse().expect("--repeat N"),
             "--explain" => out.explain = true,
+            "--cli" => out.cli = PathBuf::from(value()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -184,38 +195,114 @@ async fn bomb(args: &Args) {
     );
 }
 
+/// Records a lake of one process with about `events` async events in `buffer_kib` thread
+/// buffers into `dir`.
+async fn build(dir: &std::path::Path, events: usize, buffer_kib: usize) {
+    let shape = Shape {
+        streams: 5,
+        // about 4 540 async events per 256 KiB of buffer
+        blocks_per_stream: (events * 256 / buffer_kib / 5 / 4_540).max(1),
+        buffer_bytes: buffer_kib * 1024,
+        block_duration: chrono::Duration::seconds(6),
+    };
+    let start = chrono::Utc::now() - chrono::Duration::hours(2);
+    let t = Instant::now();
+    let rec = realistic(shape, start, 2026);
+    let generated = t.elapsed();
+    let _ = std::fs::remove_dir_all(dir);
+    let lake = Lake::create_embedded(lake_paths(dir)).await.unwrap();
+    let t = Instant::now();
+    store(&lake, &rec).await;
+    let bytes: usize = rec.blocks.iter().map(|b| b.payload.len()).sum();
+    println!(
+        "lake {}: process {}, {} streams, {} blocks, {:.1} MiB of blobs (generated in {:.1}s, stored in {:.1}s)",
+        dir.display(),
+        rec.process.process_id,
+        rec.streams.len(),
+        rec.blocks.len(),
+        bytes as f64 / (1 << 20) as f64,
+        generated.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// Peak RSS and wall time of CSV exports of a whole process by the command line, one fresh
+/// process per run, for lakes of 64 KiB, 1 MiB and 10 MiB thread buffers.
+async fn export_rss(args: &Args) {
+    use std::io::Read;
+    for kib in [64, 1024, 10240] {
+        let dir = PathBuf::from(format!("{}-{kib}", args.dir.display()));
+        if !dir.join("lake").exists() {
+            build(&dir, args.events, kib).await;
+        }
+        let lake_dir = lake_paths(&dir);
+        let lake = Lake::embedded(lake_dir.clone()).await.unwrap();
+        let pid = process_id(&lake).await;
+        let blocks = lake.processes(1).await.unwrap()[0].cpu_blocks;
+        let db = format!("sqlite://{}", lake_dir.join("telemetry.db").display());
+        let store = url::Url::from_directory_path(&lake_dir)
+            .unwrap()
+            .to_string();
+        let mut peaks = Vec::new();
+        let mut walls = Vec::new();
+        let mut lines = 0;
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            // Reaped by `wait4` below, which also gives its peak RSS.
+            #[allow(clippy::zombie_processes)]
+            let mut child = std::process::Command::new(&args.cli)
+                .args(["--db", &db, "--store", &store, "sql", "--format", "csv"])
+                .arg(format!("SELECT * FROM async_events('{pid}')"))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("the command line runs");
+            let mut out = child.stdout.take().unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            lines = 0;
+            loop {
+                let n = out.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+            }
+            let mut status = 0;
+            // SAFETY: an empty rusage for wait4 to fill, for a child of this process.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+            assert_eq!(waited, child.id() as i32, "wait4");
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "export failed"
+            );
+            walls.push(t.elapsed().as_secs_f64());
+            peaks.push(usage.ru_maxrss as f64 / 1024.0);
+        }
+        let show = |v: &[f64], unit: &str| {
+            v.iter()
+                .map(|x| format!("{x:.0}{unit}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "{kib} KiB buffers: {blocks} blocks, {} rows; peak RSS {}; wall {}",
+            lines.saturating_sub(1),
+            show(&peaks, " MiB"),
+            walls
+                .iter()
+                .map(|x| format!("{x:.2} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = args();
     match args.mode.as_str() {
-        "build" => {
-            let shape = Shape {
-                streams: 5,
-                // about 4 540 async events per 256 KiB of buffer
-                blocks_per_stream: (args.events * 256 / args.buffer_kib / 5 / 4_540).max(1),
-                buffer_bytes: args.buffer_kib * 1024,
-                block_duration: chrono::Duration::seconds(6),
-            };
-            let start = chrono::Utc::now() - chrono::Duration::hours(2);
-            let t = Instant::now();
-            let rec = realistic(shape, start, 2026);
-            let generated = t.elapsed();
-            let _ = std::fs::remove_dir_all(&args.dir);
-            let lake = Lake::create_embedded(lake_paths(&args.dir)).await.unwrap();
-            let t = Instant::now();
-            store(&lake, &rec).await;
-            let bytes: usize = rec.blocks.iter().map(|b| b.payload.len()).sum();
-            println!(
-                "lake {}: process {}, {} streams, {} blocks, {:.1} MiB of blobs (generated in {:.1}s, stored in {:.1}s)",
-                args.dir.display(),
-                rec.process.process_id,
-                rec.streams.len(),
-                rec.blocks.len(),
-                bytes as f64 / (1 << 20) as f64,
-                generated.as_secs_f64(),
-                t.elapsed().as_secs_f64()
-            );
-        }
+        "build" => build(&args.dir, args.events, args.buffer_kib).await,
+        "export-rss" => export_rss(&args).await,
         "bomb" => bomb(&args).await,
         "one-stream" => one_stream(&args).await,
         "scan" => {

@@ -308,6 +308,44 @@ fn scripted_blocks_match_micromegas_transit() {
 
 #[test]
 #[serial]
+fn blocks_decoded_in_parts_give_the_rows_of_whole_blocks() {
+    // Exact expectations: every part is at most its size, together they are the block.
+    let s = scripted_033();
+    let expected = expected_rows(&s);
+    for max_rows in [1, 2, 3, 5, 1_000] {
+        let parts = s
+            .recording
+            .decode_in_parts(ColumnSet::all(), &RowFilter::all(), max_rows);
+        assert!(parts.iter().all(|b| b.num_rows() <= max_rows));
+        assert_eq!(rows(&parts), expected, "parts of {max_rows} rows");
+    }
+    // A real tokio workload: the same rows as whole blocks, whatever the part size, for all
+    // the columns and for a projection without strings (no dependencies inflated).
+    let rec = record_workload(4);
+    for columns in [
+        ColumnSet::all(),
+        ColumnSet::none().with(Column::Time).with(Column::SpanId),
+    ] {
+        let whole = rec.decode(columns, &RowFilter::all());
+        let n: usize = whole.iter().map(|b| b.num_rows()).sum();
+        assert!(n > 100, "{n} rows");
+        for max_rows in [1, 7, 64] {
+            let parts = rec.decode_in_parts(columns, &RowFilter::all(), max_rows);
+            assert!(parts.len() * max_rows >= n);
+            let (a, b) = (concat(&whole), concat(&parts));
+            assert_eq!(a, b, "{max_rows} rows per part");
+        }
+    }
+}
+
+fn concat(batches: &[datafusion::arrow::array::RecordBatch]) -> String {
+    datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+#[serial]
 fn tokio_workload_decodes_like_micromegas_transit() {
     let tops = 12;
     let rec = record_workload(tops);

@@ -120,6 +120,29 @@ impl DecodeSummary {
     }
 }
 
+/// Where the decoding of a block goes on: the start of its next record in the objects buffer.
+///
+/// [`Resume::START`] begins a block; [`AsyncEventDecoder::decode_part`] returns the next one
+/// when it stopped at its row limit before the block's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    offset: usize,
+}
+
+impl Resume {
+    /// The start of a block.
+    pub const START: Resume = Resume { offset: 0 };
+}
+
+/// What decoding part of a block did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedPart {
+    /// The rows appended by this part.
+    pub summary: DecodeSummary,
+    /// Where the block goes on; `None` when it is done.
+    pub next: Option<Resume>,
+}
+
 /// Where a scope's strings are in the block's dependencies, and its line.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ScopeEntries {
@@ -144,6 +167,13 @@ pub(super) struct ThreadScopes {
     pub named: IdMap<(u64, u64), ResolvedScope>,
 }
 
+/// The records one call decodes: from byte `from` of the objects buffer, at most `max_rows` rows.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    from: usize,
+    max_rows: usize,
+}
+
 /// A resolved span scope, cached per block.
 #[derive(Debug, Clone, Copy)]
 struct Scope {
@@ -166,6 +196,9 @@ pub struct AsyncEventDecoder {
     /// Decompression buffers reused from block to block.
     dependencies_buf: Vec<u8>,
     objects_buf: Vec<u8>,
+    /// The bytes of `objects_buf` and `dependencies_buf` that [`inflate`](Self::inflate) filled
+    /// (the dependencies `None` when left compressed).
+    inflated: Option<(usize, Option<usize>)>,
     /// Largest inflated size of one buffer of a block.
     inflate_limit: usize,
 }
@@ -180,6 +213,7 @@ impl Default for AsyncEventDecoder {
             recent: [None; RECENT],
             dependencies_buf: Vec::new(),
             objects_buf: Vec::new(),
+            inflated: None,
             inflate_limit: DEFAULT_INFLATE_LIMIT,
         }
     }
@@ -232,9 +266,85 @@ impl AsyncEventDecoder {
         filter: &RowFilter,
         out: &mut EventBatchBuilder,
     ) -> FormatResult<DecodeSummary> {
-        let with_dependencies = Self::needs_dependencies(out, filter);
-        self.with_inflated(blob, with_dependencies, |decoder, objects, deps| {
-            decoder.decode_buffers(layout, deps, objects, ids, clock, filter, out)
+        self.inflate(blob, Self::needs_dependencies(out, filter))?;
+        let part = self.decode_part(
+            layout,
+            None,
+            Resume::START,
+            ids,
+            clock,
+            filter,
+            out,
+            usize::MAX,
+        )?;
+        Ok(part.summary)
+    }
+
+    /// Inflates a stored blob (CBOR, then LZ4) into the decoder's own buffers, reused from
+    /// block to block, for [`decode_part`](Self::decode_part) to read; the dependencies only when
+    /// `with_dependencies` (see [`needs_dependencies`](Self::needs_dependencies)).
+    pub fn inflate(&mut self, blob: &[u8], with_dependencies: bool) -> FormatResult<()> {
+        self.inflated = None;
+        let lengths = self.with_inflated(blob, with_dependencies, |_, objects, deps| {
+            Ok((objects.len(), deps.map(<[u8]>::len)))
+        })?;
+        self.inflated = Some(lengths);
+        Ok(())
+    }
+
+    /// Runs `f` on the buffers of `block`, or on those [`inflate`](Self::inflate) filled.
+    fn with_buffers<R>(
+        &mut self,
+        block: Option<&DecompressedBlock>,
+        f: impl FnOnce(&mut Self, &[u8], Option<&[u8]>) -> FormatResult<R>,
+    ) -> FormatResult<R> {
+        if let Some(block) = block {
+            return f(self, &block.objects, block.dependencies.as_deref());
+        }
+        let Some((objects_len, deps_len)) = self.inflated else {
+            return Err(FormatError::Metadata("no block was inflated".into()));
+        };
+        let objects = std::mem::take(&mut self.objects_buf);
+        let deps = std::mem::take(&mut self.dependencies_buf);
+        let result = f(
+            self,
+            &objects[..objects_len],
+            deps_len.map(|len| &deps[..len]),
+        );
+        self.objects_buf = objects;
+        self.dependencies_buf = deps;
+        result
+    }
+
+    /// Appends at most `max_rows` rows of a block to `out`, from `from` on: the rows of `block`,
+    /// or (`None`) of the blob last [`inflate`](Self::inflate)d. A block is decoded in parts
+    /// by passing each returned [`DecodedPart::next`] to the next call, with the same block and
+    /// no other block decoded in between; `out` may be finished between parts.
+    ///
+    /// On error, `out` is left as it was before the call (the rows of earlier parts stay).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_part(
+        &mut self,
+        layout: &StreamLayout,
+        block: Option<&DecompressedBlock>,
+        from: Resume,
+        ids: BlockIds<'_>,
+        clock: &TickConverter,
+        filter: &RowFilter,
+        out: &mut EventBatchBuilder,
+        max_rows: usize,
+    ) -> FormatResult<DecodedPart> {
+        self.with_buffers(block, |decoder, objects, deps| {
+            let before = out.len();
+            let part = Part {
+                from: from.offset,
+                max_rows,
+            };
+            let result = decoder.decode_inner(layout, deps, objects, ids, clock, filter, out, part);
+            if result.is_err() {
+                out.truncate(before);
+            }
+            result
         })
     }
 
@@ -281,27 +391,17 @@ impl AsyncEventDecoder {
         filter: &RowFilter,
         out: &mut EventBatchBuilder,
     ) -> FormatResult<DecodeSummary> {
-        let deps = block.dependencies.as_deref();
-        self.decode_buffers(layout, deps, &block.objects, ids, clock, filter, out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn decode_buffers(
-        &mut self,
-        layout: &StreamLayout,
-        deps: Option<&[u8]>,
-        objects: &[u8],
-        ids: BlockIds<'_>,
-        clock: &TickConverter,
-        filter: &RowFilter,
-        out: &mut EventBatchBuilder,
-    ) -> FormatResult<DecodeSummary> {
-        let before = out.len();
-        let result = self.decode_inner(layout, deps, objects, ids, clock, filter, out);
-        if result.is_err() {
-            out.truncate(before);
-        }
-        result
+        let part = self.decode_part(
+            layout,
+            Some(block),
+            Resume::START,
+            ids,
+            clock,
+            filter,
+            out,
+            usize::MAX,
+        )?;
+        Ok(part.summary)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -314,7 +414,8 @@ impl AsyncEventDecoder {
         clock: &TickConverter,
         filter: &RowFilter,
         out: &mut EventBatchBuilder,
-    ) -> FormatResult<DecodeSummary> {
+        part: Part,
+    ) -> FormatResult<DecodedPart> {
         let mut summary = DecodeSummary {
             time_ordered: true,
             ..DecodeSummary::default()
@@ -324,7 +425,11 @@ impl AsyncEventDecoder {
             let deps = deps.ok_or_else(|| {
                 FormatError::Metadata("the dependencies buffer was not decompressed".into())
             })?;
-            self.dependencies.read(layout, deps)?;
+            if part.from == 0 {
+                self.dependencies.read(layout, deps)?;
+            }
+            // The cached scopes hold keys of the builder's string table, which a batch
+            // finished between two parts starts afresh.
             self.descriptions.clear();
             self.named.clear();
         }
@@ -335,8 +440,19 @@ impl AsyncEventDecoder {
         let want_properties = cols.contains(Column::Properties);
         self.recent.fill(None);
 
-        out.reserve(buf.len() / 48);
-        for record in layout.object_records(buf) {
+        let rest = buf.len().saturating_sub(part.from);
+        out.reserve((rest / 48).min(part.max_rows));
+        let mut records = layout.object_records(buf).starting_at(part.from);
+        loop {
+            if summary.rows >= part.max_rows && records.position() < buf.len() {
+                let next = Some(Resume {
+                    offset: records.position(),
+                });
+                return Ok(DecodedPart { summary, next });
+            }
+            let Some(record) = records.next() else {
+                break;
+            };
             // Framing.
             let record = record?;
             summary.objects += 1;
@@ -373,7 +489,10 @@ impl AsyncEventDecoder {
 
             summary.add_row(row.time);
         }
-        Ok(summary)
+        Ok(DecodedPart {
+            summary,
+            next: None,
+        })
     }
 
     /// Resolves (and caches) the name, file, target, line and hash of an event's span.

@@ -23,7 +23,9 @@ mod thread_events;
 mod ticks;
 
 pub use builder::EventBatchBuilder;
-pub use decoder::{AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock};
+pub use decoder::{
+    AsyncEventDecoder, BlockIds, DecodeSummary, DecodedPart, DecompressedBlock, Resume,
+};
 pub use error::{FormatError, FormatResult};
 pub use hash::scope_hash;
 pub use layout::{EventType, StreamLayout};

@@ -60,6 +60,18 @@ impl<'a, K> RecordIter<'a, K> {
         }
     }
 
+    /// The same walk, going on from byte `pos` of the buffer (a record's start, as
+    /// [`position`](Self::position) returned it).
+    pub fn starting_at(mut self, pos: usize) -> Self {
+        self.pos = pos.min(self.buf.len());
+        self
+    }
+
+    /// Where the next record starts (the buffer's length once the walk is over).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     #[inline(always)]
     fn frame(&mut self, index: u8) -> Result<Record<'a, K>, FormatError> {
         // Locals, not `self`, go to the error paths: the iterator stays in registers.

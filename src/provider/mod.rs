@@ -14,7 +14,7 @@
 //! | `planning/` | blocks listed and pruned (`mod.rs`), the process's clock, partitions, projection |
 //! | `exec.rs` | [`AsyncEventsExec`] |
 //! | `runtime.rs` | what executing partitions share (lake, layouts, fetch permits) |
-//! | `stream.rs`, `fetch.rs`, `time_pruning.rs`, `metrics.rs` | one partition's reading and its counters |
+//! | `stream.rs`, `fetch.rs`, `prefetch.rs`, `time_pruning.rs`, `metrics.rs` | one partition's reading (blocks fetched ahead within a byte budget, decoded in parts of a batch) and its counters |
 //! | `block_sharing.rs` | blocks shared by the scans of one query |
 //! | `stream_edges.rs` | the time order where two partitions of one stream meet |
 //! | `layout_cache.rs`, `caches.rs` | compiled stream layouts, what one registration shares |
@@ -29,6 +29,7 @@ mod metrics;
 mod options;
 mod planning;
 mod predicate;
+pub(crate) mod prefetch;
 mod runtime;
 mod stream;
 mod stream_edges;

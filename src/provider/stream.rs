@@ -1,5 +1,14 @@
-//! The stream of one partition: blocks of one thread stream, fetched a few ahead, decoded into
-//! bounded batches.
+//! The stream of one partition: blocks of one thread stream, fetched a few ahead within a byte
+//! budget ([`super::prefetch`]), decoded into bounded batches.
+//!
+//! A block of more objects than a batch has rows (a 10 MiB thread buffer holds about 190 000
+//! events) is decoded in parts of at most a batch, each handed downstream before the next is
+//! decoded: what the partition holds is one inflated block and one batch, whatever the block
+//! size. Smaller blocks are decoded whole, as are all blocks when corrupt ones are skipped (a
+//! skipped block gives no rows, not the rows before its defect). A part whose rows are out of
+//! time order is sorted; a part that starts before the end of the previous part of its block
+//! is, like a block that starts before the end of the previous one, an error naming the block
+//! when the partition declares `time` order (see `ScanOptions::declare_time_order`).
 //!
 //! Before each block is fetched, the filters pushed from above (the TopK threshold of
 //! `ORDER BY time DESC LIMIT n`, join filters) are checked against the block's time bounds. The
@@ -9,11 +18,14 @@
 use super::fetch::{FetchFuture, Fetched, Payload, SpawnedFetch, block_error, fetch};
 use super::metrics::PartitionMetrics;
 use super::planning::{Partitions, ScanState};
+use super::prefetch::{Ahead, blob_bytes};
 use super::runtime::ScanRuntime;
 use super::stream_edges::StepBack;
 use super::time_pruning::TimePruning;
 use crate::error::Error;
-use crate::format::{AsyncEventDecoder, BlockIds, DecodeSummary, EventBatchBuilder};
+use crate::format::{
+    AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock, EventBatchBuilder, Resume,
+};
 use crate::lake::BlockRecord;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::{sort_to_indices, take_record_batch};
@@ -45,18 +57,14 @@ pub(crate) struct PartitionArgs {
     pub memory: MemoryReservation,
 }
 
-/// Prefetched blocks per partition.
-const AHEAD: usize = 2;
-
-/// The bytes a block's blob takes, as its metadata row says.
-fn blob_bytes(block: &BlockRecord) -> usize {
-    usize::try_from(block.payload_size).unwrap_or(0)
-}
-
 struct Reader {
     args: PartitionArgs,
     blocks: VecDeque<BlockRecord>,
     pending: FuturesOrdered<FetchFuture>,
+    /// The blobs of `pending`.
+    ahead: Ahead,
+    /// The block being decoded, when it has rows left for the next batch.
+    current: Option<Current>,
     decoder: AsyncEventDecoder,
     builder: EventBatchBuilder,
     ready: VecDeque<RecordBatch>,
@@ -69,6 +77,16 @@ struct Reader {
     done: bool,
     /// Bytes reserved for the decoder's reused buffers.
     decoder_reserved: usize,
+}
+
+/// The block a partition is decoding, part by part.
+struct Current {
+    block: BlockRecord,
+    /// Its buffers when decompressed for several scans; `None`: inflated in the decoder.
+    shared: Option<Arc<DecompressedBlock>>,
+    next: Resume,
+    /// Decode the rest in one part (see the module's documentation).
+    whole: bool,
 }
 
 pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream {
@@ -90,6 +108,8 @@ pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream
         args,
         blocks,
         pending: FuturesOrdered::new(),
+        ahead: Ahead::default(),
+        current: None,
         decoder,
         ready: VecDeque::new(),
         emitted: 0,
@@ -111,14 +131,18 @@ impl Reader {
             .is_some_and(|f| self.emitted + self.builder.len() >= f)
     }
 
-    /// Starts fetches up to `AHEAD` in flight, skipping blocks the pushed filters exclude.
+    /// Starts fetches within the [`Ahead`] budget, skipping blocks the pushed filters exclude.
     /// Each fetch reserves its blob's size first; when the pool cannot hold it, fewer fetches
     /// run ahead, and a block that does not fit even alone fails the query, named.
     fn refill(&mut self) -> Result<(), DataFusionError> {
-        while self.pending.len() < AHEAD && !self.limit_reached() {
+        while !self.limit_reached() {
             let Some(block) = self.blocks.pop_front() else {
                 return Ok(());
             };
+            if !self.ahead.admits(blob_bytes(&block)) {
+                self.blocks.push_front(block);
+                return Ok(());
+            }
             let (min, max) = self.args.state.time_bounds(&block);
             if self.pruning.cannot_match(min, max) {
                 self.args.metrics.blocks_pruned.add(1);
@@ -140,6 +164,7 @@ impl Reader {
                 self.blocks.push_front(block);
                 return Ok(());
             }
+            self.ahead.started(blob_bytes(&block));
             let future = fetch(
                 self.args.state.clone(),
                 self.args.runtime.clone(),
@@ -173,57 +198,115 @@ impl Reader {
         Ok(())
     }
 
-    /// Decodes a fetched block into the current batch.
-    fn decode(&mut self, fetched: Fetched) -> Result<(), Error> {
+    /// Takes a fetched block as the one to decode: a blob is inflated into the decoder's
+    /// buffers (and dropped), shared buffers are kept.
+    fn start(&mut self, fetched: Fetched) -> Result<(), Error> {
         let Some(payload) = fetched.payload else {
             return Ok(());
         };
+        let block = fetched.block;
+        // Parts only for blocks of more objects than a batch has rows: smaller ones go whole
+        // (into this batch or the next), as do all blocks when corrupt ones are skipped.
+        let whole = self.args.state.options.skip_corrupt_blocks
+            || usize::try_from(block.nb_objects).is_ok_and(|n| n <= self.args.batch_size);
+        let shared = match payload {
+            Payload::Blob(blob) => {
+                let with_dependencies = AsyncEventDecoder::needs_dependencies(
+                    &self.builder,
+                    &self.args.state.predicate.row,
+                );
+                let timer = self.args.metrics.decode_time.timer();
+                let inflated = self.decoder.inflate(&blob, with_dependencies);
+                drop(timer);
+                if let Err(e) = inflated {
+                    return self.failed(&block, e);
+                }
+                None
+            }
+            Payload::Decompressed(d) => Some(d),
+        };
+        self.current = Some(Current {
+            block,
+            shared,
+            next: Resume::START,
+            whole,
+        });
+        Ok(())
+    }
+
+    /// A block failed to decode: skipped and counted, or the query's error.
+    fn failed(&mut self, block: &BlockRecord, e: crate::format::FormatError) -> Result<(), Error> {
         let state = &self.args.state;
+        if state.options.skip_corrupt_blocks && e.is_corrupt_data() {
+            log::warn!(
+                "skipped corrupt block {} of stream {} (process {}): {e}",
+                block.block_id,
+                block.stream_id,
+                state.process_id
+            );
+            self.args.metrics.blocks_corrupt.add(1);
+            return Ok(());
+        }
+        Err(block_error(state, block, e))
+    }
+
+    /// Decodes the next part of the current block into the batch being built: what the batch
+    /// (and `fetch`) still has room for.
+    fn decode_part(&mut self) -> Result<(), Error> {
+        let Some(mut current) = self.current.take() else {
+            return Ok(());
+        };
+        let (state, runtime) = (self.args.state.clone(), self.args.runtime.clone());
         let Some((stream, layout)) =
             (self.args.partitions.get(self.args.partition)).and_then(|p| {
                 Some((
                     state.plan.streams.get(p.stream)?,
-                    self.args.runtime.layouts.get(p.stream)?,
+                    runtime.layouts.get(p.stream)?,
                 ))
             })
         else {
             return Ok(());
         };
-        let block = &fetched.block;
-        let block_id = block.block_id.to_string();
+        let block_id = current.block.block_id.to_string();
         let ids = BlockIds {
             stream_id: &stream.stream_id_text,
             block_id: &block_id,
         };
+        let room = self
+            .args
+            .batch_size
+            .max(1)
+            .saturating_sub(self.builder.len())
+            .max(1);
+        let room = match self.args.fetch {
+            Some(f) => room.min(f.saturating_sub(self.emitted + self.builder.len()).max(1)),
+            None => room,
+        };
+        let max_rows = if current.whole { usize::MAX } else { room };
         let (clock, filter) = (&state.plan.clock, &state.predicate.row);
         let timer = self.args.metrics.decode_time.timer();
-        let result = match &payload {
-            Payload::Blob(blob) => {
-                self.decoder
-                    .decode_blob(layout, blob, ids, clock, filter, &mut self.builder)
-            }
-            Payload::Decompressed(d) => {
-                self.decoder
-                    .decode(layout, d, ids, clock, filter, &mut self.builder)
-            }
-        };
+        let result = self.decoder.decode_part(
+            layout,
+            current.shared.as_deref(),
+            current.next,
+            ids,
+            clock,
+            filter,
+            &mut self.builder,
+            max_rows,
+        );
         drop(timer);
+        let block = current.block.clone();
         match result {
-            Ok(summary) => {
-                self.args.metrics.events_decoded.add(summary.events);
-                self.check_order(block, &summary)
+            Ok(part) => {
+                self.args.metrics.events_decoded.add(part.summary.events);
+                if let Some(next) = part.next {
+                    current.next = next;
+                    self.current = Some(current);
+                }
+                self.check_order(&block, &part.summary)
             }
-            Err(e) if state.options.skip_corrupt_blocks && e.is_corrupt_data() => {
-                log::warn!(
-                    "skipped corrupt block {} of stream {} (process {}): {e}",
-                    block.block_id,
-                    block.stream_id,
-                    state.process_id
-                );
-                self.args.metrics.blocks_corrupt.add(1);
-                Ok(())
-            }
-            Err(e) => Err(block_error(state, block, e)),
+            Err(e) => self.failed(&block, e),
         }
     }
 
@@ -330,6 +413,19 @@ impl Reader {
         Ok(())
     }
 
+    /// Ends the batch once it is full, or at once when filters are pushed from above or
+    /// `fetch` is reached.
+    fn flush_if_full(&mut self) -> Result<(), DataFusionError> {
+        if self.builder.len() >= self.args.batch_size
+            || self.limit_reached()
+            || self.args.pushed.is_some()
+        {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
     /// Hands a batch downstream, cut to what `fetch` still allows.
     fn emit(&mut self, batch: RecordBatch) -> RecordBatch {
         let allowed = self.args.fetch.map_or(usize::MAX, |f| f - self.emitted);
@@ -345,6 +441,7 @@ impl Reader {
 
     fn stop(&mut self) {
         self.done = true;
+        self.current = None;
         self.pending = FuturesOrdered::new();
         self.args.memory.free();
         self.ready.clear();
@@ -368,6 +465,17 @@ impl Reader {
             if let Err(e) = self.refill() {
                 self.stop();
                 return Some(Err(e));
+            }
+            if self.current.is_some() {
+                let result = self
+                    .decode_part()
+                    .map_err(DataFusionError::from)
+                    .and_then(|()| self.flush_if_full());
+                if let Err(e) = result {
+                    self.stop();
+                    return Some(Err(e));
+                }
+                continue;
             }
             // Keep filling the current batch only with blocks that are already here, and not at
             // all when filters are pushed from above: a TopK threshold only tightens when it
@@ -394,21 +502,14 @@ impl Reader {
                         .and_then(|()| self.flush())
                 }
                 Some(Ok(fetched)) => {
+                    self.ahead.arrived(blob_bytes(&fetched.block));
                     let block = fetched.block.clone();
-                    self.decode(fetched)
+                    self.start(fetched)
                         .map_err(DataFusionError::from)
                         .and_then(|()| self.account_decoded(&block))
+                        .and_then(|()| self.decode_part().map_err(DataFusionError::from))
+                        .and_then(|()| self.flush_if_full())
                 }
-                .and_then(|()| {
-                    if self.builder.len() >= self.args.batch_size
-                        || self.limit_reached()
-                        || self.args.pushed.is_some()
-                    {
-                        self.flush()
-                    } else {
-                        Ok(())
-                    }
-                }),
                 Some(Err(e)) => Err(e.into()),
             };
             if let Err(e) = result {

@@ -122,6 +122,9 @@ pub struct ServerOptions {
     pub spill: Option<Spill>,
     /// When set, every call must carry `authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Keep compiled stream layouts across requests (the default). Off, each request compiles
+    /// the layouts of the streams it reads: only useful to measure what the cache saves.
+    pub cache_layouts: bool,
 }
 
 /// Where spill files go, and how much disk they may take in all.
@@ -145,6 +148,7 @@ impl Default for ServerOptions {
             idle_timeout: Some(Duration::from_secs(60)),
             spill: None,
             token: None,
+            cache_layouts: true,
         }
     }
 }
@@ -388,9 +392,13 @@ impl AsyncEventsFlightSql {
         // information_schema: where SQL tools look for tables, columns and functions.
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        self.functions
-            .with_query_range(settings.query_range)
-            .register(&ctx);
+        let functions = if self.options.cache_layouts {
+            self.functions.with_query_range(settings.query_range)
+        } else {
+            TableFunctions::new(self.lake.clone(), self.options.scan.clone())
+                .with_query_range(settings.query_range)
+        };
+        functions.register(&ctx);
         register_metadata_tables(&ctx, self.lake.clone()).map_err(|e| status_of(&e))?;
         Ok(ctx)
     }

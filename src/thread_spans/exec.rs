@@ -10,6 +10,7 @@ use super::columns::{Chain, Flavor, ScopeStrings, SpanRows};
 use crate::error::Error;
 use crate::format::{AsyncEventDecoder, FormatError, StreamLayout, TickConverter, scope_hash};
 use crate::lake::{BlockRecord, Lake, StreamRecord};
+use crate::provider::prefetch::fetch_in_order;
 use crate::time_bounds::TimeBounds;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -342,15 +343,11 @@ impl PartitionReader {
             let mut scopes: HashMap<u32, ScopeStrings> = HashMap::new();
             let mut chain: Option<OpenChain> = None;
             let lake = self.lake.clone();
-            let mut fetches = futures::stream::iter(plan.blocks.iter().cloned())
-                .map(|block| {
-                    let lake = lake.clone();
-                    async move {
-                        let blob = lake.fetch_blob(&block).await;
-                        (block, blob)
-                    }
-                })
-                .buffered(2);
+            let fetches = fetch_in_order(plan.blocks.iter().cloned(), |block| {
+                let lake = lake.clone();
+                async move { lake.fetch_blob(&block).await }
+            });
+            let mut fetches = std::pin::pin!(fetches);
             let last = plan.blocks.len();
             let mut index = 0;
             while let Some((block, blob)) = fetches.next().await {

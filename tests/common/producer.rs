@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion_async_events::format::{
     AsyncEventDecoder, BlockIds, ColumnSet, DecompressedBlock, EventBatchBuilder, LatestTiming,
-    RowFilter, StreamLayout, TickConverter,
+    Resume, RowFilter, StreamLayout, TickConverter,
 };
 use datafusion_async_events::lake::{BlockRecord, ProcessRecord, StreamRecord};
 use micromegas_telemetry_sink::stream_block::StreamBlock;
@@ -112,6 +112,47 @@ impl Recording {
                 out.finish().unwrap()
             })
             .collect()
+    }
+}
+
+impl Recording {
+    /// Decodes every block with our decoder in parts of at most `max_rows` rows (inflated
+    /// from the stored blob, as a scan does), one batch per part, the builder finished between
+    /// parts as a scan finishes a full batch.
+    #[allow(dead_code)]
+    pub fn decode_in_parts(
+        &self,
+        columns: ColumnSet,
+        filter: &RowFilter,
+        max_rows: usize,
+    ) -> Vec<RecordBatch> {
+        let clock = self.converter();
+        let mut decoder = AsyncEventDecoder::new();
+        let mut out = EventBatchBuilder::new(columns);
+        let needs_deps = AsyncEventDecoder::needs_dependencies(&out, filter);
+        let mut batches = Vec::new();
+        for b in &self.blocks {
+            let layout = layout(self.stream(b.stream_id));
+            let (sid, bid) = (b.stream_id.to_string(), b.block_id.to_string());
+            let ids = BlockIds {
+                stream_id: &sid,
+                block_id: &bid,
+            };
+            decoder.inflate(&b.payload, needs_deps).unwrap();
+            let mut from = Resume::START;
+            loop {
+                let part = decoder
+                    .decode_part(&layout, None, from, ids, &clock, filter, &mut out, max_rows)
+                    .unwrap();
+                assert!(part.summary.rows <= max_rows);
+                batches.push(out.finish().unwrap());
+                match part.next {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+        }
+        batches
     }
 }
 

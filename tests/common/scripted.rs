@@ -463,6 +463,40 @@ pub fn scripted_030() -> Scripted {
     }
 }
 
+/// One block whose events are not in time order: spans 1 to `spans` begin at ticks 100 × (a
+/// permutation of 1..=spans) and end 10 000 ticks later, all recorded in span order.
+#[allow(dead_code)]
+pub fn shuffled_in_block(spans: u64) -> Recording {
+    let pid = Uuid::new_v4();
+    let info = process_info(pid);
+    let t = |d: i64| info.start_ticks + d;
+    let mut stream = ThreadStream::new(64 * 1024, pid, &["cpu".to_string()], HashMap::new());
+    for id in 1..=spans {
+        // 7 is prime to every span count the tests use: a permutation.
+        let begin = 100 * (((id * 7) % spans) + 1) as i64;
+        stream.get_events_mut().push(BeginAsyncSpanEvent {
+            span_desc: &TOP,
+            span_id: id,
+            parent_span_id: 0,
+            depth: 0,
+            time: t(begin),
+        });
+        stream.get_events_mut().push(EndAsyncSpanEvent {
+            span_desc: &TOP,
+            span_id: id,
+            parent_span_id: 0,
+            depth: 0,
+            time: t(begin + 10_000),
+        });
+    }
+    let block = close(&mut stream, &info, 0, 20_000);
+    Recording {
+        process: RawProcess::from(&info),
+        streams: vec![thread_stream(pid, stream.stream_id(), &HashMap::new())],
+        blocks: vec![block],
+    }
+}
+
 /// A thread stream whose second block holds an event earlier than the first block's events
 /// (what a clock going backwards would record).
 pub fn out_of_order() -> Recording {

@@ -24,10 +24,12 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use datafusion_async_events::lake::{LakeOptions, MissingBlobPolicy};
 use datafusion_async_events::provider::ScanOptions;
 use datafusion_async_events::{Lake, register_metadata_tables, register_with};
+use futures::StreamExt;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -211,14 +213,16 @@ fn csv_cell(text: &str) -> String {
     }
 }
 
-fn write_csv(
+/// Writes query results as CSV as they come, a batch at a time (an export holds one batch).
+async fn write_csv(
     out: &mut impl Write,
-    batches: &[RecordBatch],
+    mut batches: SendableRecordBatchStream,
     schema: &Schema,
 ) -> Result<(), Failure> {
     let header: Vec<String> = schema.fields().iter().map(|f| csv_cell(f.name())).collect();
     writeln!(out, "{}", header.join(","))?;
-    for batch in batches {
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
         for row in 0..batch.num_rows() {
             let cells = batch
                 .columns()
@@ -231,9 +235,14 @@ fn write_csv(
     Ok(())
 }
 
-fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), Failure> {
+/// Writes query results as JSON lines as they come, a batch at a time.
+async fn write_json(
+    out: &mut impl Write,
+    mut batches: SendableRecordBatchStream,
+) -> Result<(), Failure> {
     let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(out);
-    for batch in batches {
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
         // Dictionary-encoded strings are written as plain strings.
         let columns = batch
             .columns()
@@ -317,17 +326,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             register_metadata_tables(&ctx, lake)?;
             let df = ctx.sql(&sql).await?;
             let schema: Schema = df.schema().as_arrow().clone();
-            let batches = df.collect().await?;
             match format {
                 Format::Table => {
+                    let batches = df.collect().await?;
                     if batches.iter().all(|b| b.num_rows() == 0) {
                         writeln!(out, "(no rows)")?;
                     } else {
                         writeln!(out, "{}", pretty_format_batches(&batches)?)?;
                     }
                 }
-                Format::Csv => write_csv(&mut out, &batches, &schema)?,
-                Format::Json => write_json(&mut out, &batches)?,
+                Format::Csv | Format::Json => {
+                    // Buffered: standard output alone writes each line with a system call.
+                    let mut out = std::io::BufWriter::with_capacity(1 << 16, &mut out);
+                    let batches = df.execute_stream().await?;
+                    if matches!(format, Format::Csv) {
+                        write_csv(&mut out, batches, &schema).await?;
+                    } else {
+                        write_json(&mut out, batches).await?;
+                    }
+                    out.flush()?;
+                }
             }
         }
         Command::Trace { span } => {

@@ -58,6 +58,10 @@ pub struct ServeArgs {
         requires = "spill_dir"
     )]
     max_spill_mb: u64,
+    /// Compile stream layouts for each request instead of keeping them across requests (to
+    /// measure what the cache saves; slower).
+    #[arg(long)]
+    no_layout_cache: bool,
 }
 
 /// The value of option `--name` in seconds.
@@ -152,6 +156,7 @@ pub async fn run(lake: Lake, scan: ScanOptions, args: ServeArgs) -> Result<(), F
             max_bytes: args.max_spill_mb.saturating_mul(1024 * 1024),
         }),
         token: token.clone(),
+        cache_layouts: !args.no_layout_cache,
     };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
