@@ -271,6 +271,50 @@ fn a_failed_block_leaves_the_batch_as_it_was() {
     assert_eq!(batch.num_rows(), 8);
 }
 
+#[test]
+fn a_defect_past_the_first_inflate_window_is_the_same_error_as_in_the_whole_buffer() {
+    // A 3 MiB objects buffer, inflated 1 MiB at a time when decoded from its blob: defects at
+    // its end and in its middle are reported as if it were decoded whole, offsets included,
+    // and no row of the failed call is left behind.
+    let shape = common::realistic::Shape {
+        streams: 1,
+        blocks_per_stream: 1,
+        buffer_bytes: 3 << 20,
+        block_duration: chrono::Duration::seconds(5),
+    };
+    let rec = common::realistic::realistic(shape, chrono::Utc::now(), 11);
+    let layout = common::producer::layout(&rec.streams[0]);
+    let clock = rec.converter();
+    let good = DecompressedBlock::from_blob(&rec.blocks[0].payload, true).unwrap();
+    let ids = BlockIds {
+        stream_id: "s",
+        block_id: "b",
+    };
+    let deps = good.dependencies.clone().unwrap();
+    let n = good.objects.len();
+    let mut cut = good.objects.clone();
+    cut.truncate(n - 3);
+    let mut unknown_type = good.objects.clone();
+    unknown_type[n / 2..].fill(0xEE); // type indices far past the metadata's from there on
+    for objects in [cut, unknown_type] {
+        let whole = DecompressedBlock {
+            dependencies: Some(deps.clone()),
+            objects: objects.clone(),
+        };
+        let blob = BlockPayload::compress(&deps, &objects).to_cbor();
+        let mut out = EventBatchBuilder::new(ColumnSet::all());
+        let expected = AsyncEventDecoder::new()
+            .decode(&layout, &whole, ids, &clock, &RowFilter::all(), &mut out)
+            .unwrap_err();
+        assert!(out.is_empty());
+        let streamed = AsyncEventDecoder::new()
+            .decode_blob(&layout, &blob, ids, &clock, &RowFilter::all(), &mut out)
+            .unwrap_err();
+        assert_eq!(streamed.to_string(), expected.to_string());
+        assert!(out.is_empty(), "the failed call's rows are removed");
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     Flip { at: usize, xor: u8 },

@@ -338,10 +338,40 @@ fn blocks_decoded_in_parts_give_the_rows_of_whole_blocks() {
     }
 }
 
-fn concat(batches: &[datafusion::arrow::array::RecordBatch]) -> String {
-    datafusion::arrow::util::pretty::pretty_format_batches(batches)
-        .unwrap()
-        .to_string()
+#[test]
+fn a_block_larger_than_the_inflate_window_streams_to_the_same_rows() {
+    // 3 MiB thread buffers: the objects buffer is inflated a 1 MiB window at a time, records
+    // cut at a window's end are completed from the next one.
+    let shape = common::realistic::Shape {
+        streams: 1,
+        blocks_per_stream: 2,
+        buffer_bytes: 3 << 20,
+        block_duration: chrono::Duration::seconds(5),
+    };
+    let rec = common::realistic::realistic(shape, chrono::Utc::now(), 7);
+    for b in &rec.blocks {
+        let block = DecompressedBlock::from_blob(&b.payload, false).unwrap();
+        assert!(
+            block.objects.len() > 2 << 20,
+            "{} bytes",
+            block.objects.len()
+        );
+    }
+    // The whole buffers (decoded at once, checked against micromegas-transit by the tests
+    // above) are the reference.
+    let whole = concat(&rec.decode(ColumnSet::all(), &RowFilter::all()));
+    for max_rows in [usize::MAX, 8_192, 777] {
+        let streamed = rec.decode_in_parts(ColumnSet::all(), &RowFilter::all(), max_rows);
+        assert_eq!(concat(&streamed), whole, "{max_rows} rows per part");
+    }
+}
+
+/// The rows of `batches` as one batch (dictionaries compare by value).
+fn concat(
+    batches: &[datafusion::arrow::array::RecordBatch],
+) -> datafusion::arrow::array::RecordBatch {
+    let schema = batches[0].schema();
+    datafusion::arrow::compute::concat_batches(&schema, batches).unwrap()
 }
 
 #[test]

@@ -41,6 +41,9 @@ pub(super) struct OptionsProto {
     pub query_range_end: Option<i64>,
     #[prost(uint64, tag = "9")]
     pub max_inflated_bytes: u64,
+    /// 0 (absent): the default.
+    #[prost(uint64, tag = "10")]
+    pub prefetch_bytes: u64,
 }
 
 /// `async_events(process_id [, begin, end])` with its options.
@@ -257,6 +260,7 @@ pub(super) fn options_to_proto(o: &ScanOptions) -> OptionsProto {
         query_range_begin: o.query_range.begin,
         query_range_end: o.query_range.end,
         max_inflated_bytes: o.max_inflated_bytes as u64,
+        prefetch_bytes: o.prefetch_bytes as u64,
     }
 }
 
@@ -271,6 +275,10 @@ pub(super) fn options_from_proto(o: Option<OptionsProto>) -> Result<ScanOptions>
         span_margin: Duration::from_nanos(o.span_margin_ns),
         query_range: TimeBounds::new(o.query_range_begin, o.query_range_end),
         max_inflated_bytes: size(o.max_inflated_bytes, "max_inflated_bytes")?,
+        prefetch_bytes: match o.prefetch_bytes {
+            0 => crate::provider::DEFAULT_PREFETCH_BYTES,
+            n => size(n, "prefetch_bytes")?,
+        },
     })
 }
 
@@ -379,4 +387,30 @@ pub(super) fn block_from_proto(
         object_offset: b.object_offset,
         payload_size: b.payload_size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_options_round_trip_and_old_messages_get_the_default_prefetch() {
+        let options = ScanOptions {
+            skip_corrupt_blocks: true,
+            max_concurrent_fetches: 3,
+            shared_block_budget: 1234,
+            declare_time_order: false,
+            span_margin: Duration::from_millis(1500),
+            query_range: TimeBounds::new(Some(10), Some(20)),
+            max_inflated_bytes: 99,
+            prefetch_bytes: 777,
+        };
+        let back = options_from_proto(Some(options_to_proto(&options))).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{options:?}"));
+        // A message from before the field: the default, not a budget of nothing.
+        let mut old = options_to_proto(&options);
+        old.prefetch_bytes = 0;
+        let back = options_from_proto(Some(old)).unwrap();
+        assert_eq!(back.prefetch_bytes, crate::provider::DEFAULT_PREFETCH_BYTES);
+    }
 }

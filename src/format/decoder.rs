@@ -14,7 +14,7 @@ use super::dependencies::{Dependencies, Entry, EntryIndex, IdMap, dangling, read
 use super::error::{FormatError, FormatResult};
 use super::hash::scope_hash;
 use super::layout::{AsyncEventLayout, ObjectKind, ObjectType, ScopeSource, StreamLayout};
-use super::lz4::{DEFAULT_INFLATE_LIMIT, decompress_frame_into};
+use super::lz4::{DEFAULT_INFLATE_LIMIT, FrameReader, WINDOW as LZ4_WINDOW, decompress_frame_into};
 use super::payload::{BlockPayload, PayloadView};
 use super::row_filter::{RawEvent, RowFilter, admit};
 use super::schema::Column;
@@ -108,6 +108,22 @@ pub struct DecodeSummary {
 }
 
 impl DecodeSummary {
+    /// The summary of these rows followed by `next`'s.
+    fn then(self, next: DecodeSummary) -> DecodeSummary {
+        let ordered_between = match (self.max_time, next.min_time) {
+            (Some(last), Some(first)) => first >= last,
+            _ => true,
+        };
+        DecodeSummary {
+            objects: self.objects + next.objects,
+            events: self.events + next.events,
+            rows: self.rows + next.rows,
+            min_time: self.min_time.into_iter().chain(next.min_time).min(),
+            max_time: self.max_time.into_iter().chain(next.max_time).max(),
+            time_ordered: self.time_ordered && next.time_ordered && ordered_between,
+        }
+    }
+
     /// Counts an appended row of this time.
     #[inline]
     fn add_row(&mut self, time: i64) {
@@ -132,6 +148,51 @@ pub struct Resume {
 impl Resume {
     /// The start of a block.
     pub const START: Resume = Resume { offset: 0 };
+}
+
+/// Where [`AsyncEventDecoder::decode_part`] reads a block.
+#[derive(Debug, Clone, Copy)]
+pub enum BlockSource<'a> {
+    /// A stored blob (CBOR, then LZ4), the one last given to
+    /// [`inflate`](AsyncEventDecoder::inflate): its objects buffer is inflated a window at a
+    /// time as the parts go, so that a large block is never held whole.
+    Blob(&'a [u8]),
+    /// Buffers decompressed whole (a block shared by several scans).
+    Decompressed(&'a DecompressedBlock),
+}
+
+/// Bytes of a blob's objects buffer inflated at a time (plus the 64 KiB before them that the
+/// next LZ4 block may refer to, and the start of a record cut at the window's end).
+const OBJECTS_WINDOW: usize = 1 << 20;
+
+/// The objects buffer of the blob being decoded, inflated a window at a time into the
+/// decoder's `objects_buf`.
+#[derive(Debug)]
+struct Streamed {
+    frame: FrameReader,
+    /// Where the objects frame lies in the blob.
+    at: std::ops::Range<usize>,
+    /// Bytes of `objects_buf` holding content.
+    len: usize,
+    /// Where, in `objects_buf`, the next record starts.
+    pos: usize,
+    /// Offset in the block's whole objects buffer of `objects_buf[0]`.
+    base: usize,
+    /// Bytes of `dependencies_buf` inflated (`None`: left compressed).
+    deps_len: Option<usize>,
+    /// Whether the first part was decoded (the dependencies read).
+    started: bool,
+}
+
+/// Why [`AsyncEventDecoder::decode_inner`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The buffer is done.
+    End,
+    /// `max_rows` were appended; the next record starts here.
+    Limit(usize),
+    /// The record starting here goes past the end of the buffer, which has more content.
+    NeedMore(usize),
 }
 
 /// What decoding part of a block did.
@@ -172,6 +233,10 @@ pub(super) struct ThreadScopes {
 struct Part {
     from: usize,
     max_rows: usize,
+    /// The first records of the block: its dependencies are read first.
+    start_block: bool,
+    /// The buffer is a window with more content after it.
+    more_input: bool,
 }
 
 /// A resolved span scope, cached per block.
@@ -196,9 +261,8 @@ pub struct AsyncEventDecoder {
     /// Decompression buffers reused from block to block.
     dependencies_buf: Vec<u8>,
     objects_buf: Vec<u8>,
-    /// The bytes of `objects_buf` and `dependencies_buf` that [`inflate`](Self::inflate) filled
-    /// (the dependencies `None` when left compressed).
-    inflated: Option<(usize, Option<usize>)>,
+    /// The blob last [`inflate`](Self::inflate)d, while it has records left.
+    streamed: Option<Streamed>,
     /// Largest inflated size of one buffer of a block.
     inflate_limit: usize,
 }
@@ -213,7 +277,7 @@ impl Default for AsyncEventDecoder {
             recent: [None; RECENT],
             dependencies_buf: Vec::new(),
             objects_buf: Vec::new(),
-            inflated: None,
+            streamed: None,
             inflate_limit: DEFAULT_INFLATE_LIMIT,
         }
     }
@@ -267,66 +331,75 @@ impl AsyncEventDecoder {
         out: &mut EventBatchBuilder,
     ) -> FormatResult<DecodeSummary> {
         self.inflate(blob, Self::needs_dependencies(out, filter))?;
-        let part = self.decode_part(
-            layout,
-            None,
-            Resume::START,
-            ids,
-            clock,
-            filter,
-            out,
-            usize::MAX,
-        )?;
+        self.decode_whole(layout, BlockSource::Blob(blob), ids, clock, filter, out)
+    }
+
+    fn decode_whole(
+        &mut self,
+        layout: &StreamLayout,
+        source: BlockSource<'_>,
+        ids: BlockIds<'_>,
+        clock: &TickConverter,
+        filter: &RowFilter,
+        out: &mut EventBatchBuilder,
+    ) -> FormatResult<DecodeSummary> {
+        let start = Resume::START;
+        let part = self.decode_part(layout, source, start, ids, clock, filter, out, usize::MAX)?;
         Ok(part.summary)
     }
 
-    /// Inflates a stored blob (CBOR, then LZ4) into the decoder's own buffers, reused from
-    /// block to block, for [`decode_part`](Self::decode_part) to read; the dependencies only when
-    /// `with_dependencies` (see [`needs_dependencies`](Self::needs_dependencies)).
+    /// Starts decoding a stored blob (CBOR, then LZ4) with [`decode_part`](Self::decode_part)
+    /// and [`BlockSource::Blob`]: its dependencies buffer is inflated (only when
+    /// `with_dependencies`, see [`needs_dependencies`](Self::needs_dependencies)) and the first
+    /// window of its objects buffer, into the decoder's own buffers, reused from block to block.
     pub fn inflate(&mut self, blob: &[u8], with_dependencies: bool) -> FormatResult<()> {
-        self.inflated = None;
-        let lengths = self.with_inflated(blob, with_dependencies, |_, objects, deps| {
-            Ok((objects.len(), deps.map(<[u8]>::len)))
-        })?;
-        self.inflated = Some(lengths);
+        self.streamed = None;
+        let payload = PayloadView::parse(blob)?;
+        let limit = self.inflate_limit;
+        let deps_len = if with_dependencies {
+            let deps = &mut self.dependencies_buf;
+            Some(decompress_frame_into(
+                &payload.dependencies,
+                deps,
+                "dependencies",
+                limit,
+            )?)
+        } else {
+            None
+        };
+        let objects = &payload.objects[..];
+        let offset = (objects.as_ptr() as usize).wrapping_sub(blob.as_ptr() as usize);
+        let at = offset..offset.saturating_add(objects.len());
+        if blob.get(at.clone()) != Some(objects) {
+            return Err(FormatError::Metadata(
+                "the objects frame is not in the blob".into(),
+            ));
+        }
+        let mut frame = FrameReader::new(objects, "objects", limit)?;
+        let mut len = 0;
+        frame.read_into(objects, &mut self.objects_buf, &mut len, OBJECTS_WINDOW)?;
+        self.streamed = Some(Streamed {
+            frame,
+            at,
+            len,
+            pos: 0,
+            base: 0,
+            deps_len,
+            started: false,
+        });
         Ok(())
     }
 
-    /// Runs `f` on the buffers of `block`, or on those [`inflate`](Self::inflate) filled.
-    fn with_buffers<R>(
-        &mut self,
-        block: Option<&DecompressedBlock>,
-        f: impl FnOnce(&mut Self, &[u8], Option<&[u8]>) -> FormatResult<R>,
-    ) -> FormatResult<R> {
-        if let Some(block) = block {
-            return f(self, &block.objects, block.dependencies.as_deref());
-        }
-        let Some((objects_len, deps_len)) = self.inflated else {
-            return Err(FormatError::Metadata("no block was inflated".into()));
-        };
-        let objects = std::mem::take(&mut self.objects_buf);
-        let deps = std::mem::take(&mut self.dependencies_buf);
-        let result = f(
-            self,
-            &objects[..objects_len],
-            deps_len.map(|len| &deps[..len]),
-        );
-        self.objects_buf = objects;
-        self.dependencies_buf = deps;
-        result
-    }
-
-    /// Appends at most `max_rows` rows of a block to `out`, from `from` on: the rows of `block`,
-    /// or (`None`) of the blob last [`inflate`](Self::inflate)d. A block is decoded in parts
-    /// by passing each returned [`DecodedPart::next`] to the next call, with the same block and
-    /// no other block decoded in between; `out` may be finished between parts.
+    /// Appends at most `max_rows` rows of a block to `out`, from `from` on. A block is decoded
+    /// in parts by passing each returned [`DecodedPart::next`] to the next call, with the same
+    /// source and no other block decoded in between; `out` may be finished between parts.
     ///
     /// On error, `out` is left as it was before the call (the rows of earlier parts stay).
     #[allow(clippy::too_many_arguments)]
     pub fn decode_part(
         &mut self,
         layout: &StreamLayout,
-        block: Option<&DecompressedBlock>,
+        source: BlockSource<'_>,
         from: Resume,
         ids: BlockIds<'_>,
         clock: &TickConverter,
@@ -334,18 +407,115 @@ impl AsyncEventDecoder {
         out: &mut EventBatchBuilder,
         max_rows: usize,
     ) -> FormatResult<DecodedPart> {
-        self.with_buffers(block, |decoder, objects, deps| {
-            let before = out.len();
-            let part = Part {
-                from: from.offset,
-                max_rows,
-            };
-            let result = decoder.decode_inner(layout, deps, objects, ids, clock, filter, out, part);
-            if result.is_err() {
-                out.truncate(before);
+        let before = out.len();
+        let result = match source {
+            BlockSource::Blob(blob) => {
+                self.decode_streamed(layout, blob, from, ids, clock, filter, out, max_rows)
             }
-            result
-        })
+            BlockSource::Decompressed(block) => {
+                let part = Part {
+                    from: from.offset,
+                    max_rows,
+                    start_block: from == Resume::START,
+                    more_input: false,
+                };
+                let deps = block.dependencies.as_deref();
+                self.decode_inner(layout, deps, &block.objects, ids, clock, filter, out, part)
+                    .map(|(summary, stop)| DecodedPart {
+                        summary,
+                        next: match stop {
+                            Stop::Limit(offset) => Some(Resume { offset }),
+                            Stop::End | Stop::NeedMore(_) => None,
+                        },
+                    })
+            }
+        };
+        if result.is_err() {
+            out.truncate(before);
+        }
+        result
+    }
+
+    /// [`decode_part`](Self::decode_part) of the blob being streamed: windows of its objects
+    /// buffer are inflated as the records need them.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_streamed(
+        &mut self,
+        layout: &StreamLayout,
+        blob: &[u8],
+        from: Resume,
+        ids: BlockIds<'_>,
+        clock: &TickConverter,
+        filter: &RowFilter,
+        out: &mut EventBatchBuilder,
+        max_rows: usize,
+    ) -> FormatResult<DecodedPart> {
+        let Some(mut s) = self.streamed.take() else {
+            return Err(FormatError::Metadata("no block was inflated".into()));
+        };
+        if from.offset != s.base + s.pos {
+            return Err(FormatError::Metadata(format!(
+                "a block's decoding resumed at byte {} instead of {}",
+                from.offset,
+                s.base + s.pos
+            )));
+        }
+        let frame = blob
+            .get(s.at.clone())
+            .ok_or_else(|| FormatError::Metadata("not the blob that was inflated".into()))?;
+        let mut objects = std::mem::take(&mut self.objects_buf);
+        let deps = std::mem::take(&mut self.dependencies_buf);
+        let mut total: Option<DecodeSummary> = None;
+        let result = loop {
+            let part = Part {
+                from: s.pos,
+                max_rows: max_rows.saturating_sub(total.map_or(0, |t| t.rows)),
+                start_block: !s.started,
+                more_input: !s.frame.is_done(),
+            };
+            let deps = s.deps_len.map(|n| &deps[..n]);
+            let window = &objects[..s.len];
+            let decoded = self.decode_inner(layout, deps, window, ids, clock, filter, out, part);
+            let (summary, stop) = match decoded {
+                Ok(done) => done,
+                Err(e) => break Err(shifted(e, s.base)),
+            };
+            s.started = true;
+            total = Some(total.map_or(summary, |t| t.then(summary)));
+            match stop {
+                Stop::End => break Ok(None),
+                Stop::Limit(at) => {
+                    s.pos = at;
+                    break Ok(Some(Resume {
+                        offset: s.base + at,
+                    }));
+                }
+                Stop::NeedMore(at) => {
+                    // Keep the record cut at the window's end, and the 64 KiB before the next
+                    // LZ4 block that it may refer to.
+                    let cut = at.min(s.len.saturating_sub(LZ4_WINDOW));
+                    objects.copy_within(cut..s.len, 0);
+                    (s.len, s.base, s.pos) = (s.len - cut, s.base + cut, at - cut);
+                    let read = s
+                        .frame
+                        .read_into(frame, &mut objects, &mut s.len, OBJECTS_WINDOW);
+                    if let Err(e) = read {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        self.objects_buf = objects;
+        self.dependencies_buf = deps;
+        let next = result?;
+        if next.is_some() {
+            self.streamed = Some(s);
+        }
+        let summary = total.unwrap_or(DecodeSummary {
+            time_ordered: true,
+            ..DecodeSummary::default()
+        });
+        Ok(DecodedPart { summary, next })
     }
 
     /// Runs `f` on the inflated buffers of a stored blob (the dependencies only when asked),
@@ -391,17 +561,8 @@ impl AsyncEventDecoder {
         filter: &RowFilter,
         out: &mut EventBatchBuilder,
     ) -> FormatResult<DecodeSummary> {
-        let part = self.decode_part(
-            layout,
-            Some(block),
-            Resume::START,
-            ids,
-            clock,
-            filter,
-            out,
-            usize::MAX,
-        )?;
-        Ok(part.summary)
+        let source = BlockSource::Decompressed(block);
+        self.decode_whole(layout, source, ids, clock, filter, out)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -415,7 +576,7 @@ impl AsyncEventDecoder {
         filter: &RowFilter,
         out: &mut EventBatchBuilder,
         part: Part,
-    ) -> FormatResult<DecodedPart> {
+    ) -> FormatResult<(DecodeSummary, Stop)> {
         let mut summary = DecodeSummary {
             time_ordered: true,
             ..DecodeSummary::default()
@@ -425,7 +586,7 @@ impl AsyncEventDecoder {
             let deps = deps.ok_or_else(|| {
                 FormatError::Metadata("the dependencies buffer was not decompressed".into())
             })?;
-            if part.from == 0 {
+            if part.start_block {
                 self.dependencies.read(layout, deps)?;
             }
             // The cached scopes hold keys of the builder's string table, which a batch
@@ -444,17 +605,20 @@ impl AsyncEventDecoder {
         out.reserve((rest / 48).min(part.max_rows));
         let mut records = layout.object_records(buf).starting_at(part.from);
         loop {
-            if summary.rows >= part.max_rows && records.position() < buf.len() {
-                let next = Some(Resume {
-                    offset: records.position(),
-                });
-                return Ok(DecodedPart { summary, next });
+            let at = records.position();
+            if summary.rows >= part.max_rows && (at < buf.len() || part.more_input) {
+                return Ok((summary, Stop::Limit(at)));
             }
-            let Some(record) = records.next() else {
-                break;
-            };
             // Framing.
-            let record = record?;
+            let record = match records.next() {
+                None if part.more_input => return Ok((summary, Stop::NeedMore(at))),
+                None => break,
+                Some(Ok(record)) => record,
+                Some(Err(FormatError::Truncated { offset, .. })) if part.more_input => {
+                    return Ok((summary, Stop::NeedMore(offset)));
+                }
+                Some(Err(e)) => return Err(e),
+            };
             summary.objects += 1;
             let ObjectKind::Async(l) = &record.ty.kind else {
                 continue;
@@ -489,10 +653,7 @@ impl AsyncEventDecoder {
 
             summary.add_row(row.time);
         }
-        Ok(DecodedPart {
-            summary,
-            next: None,
-        })
+        Ok((summary, Stop::End))
     }
 
     /// Resolves (and caches) the name, file, target, line and hash of an event's span.
@@ -620,6 +781,37 @@ impl AsyncEventDecoder {
                 "PropertySetDependency",
             )),
         }
+    }
+}
+
+/// A framing error of a window of the objects buffer, its offset made one in the whole buffer.
+fn shifted(e: FormatError, base: usize) -> FormatError {
+    match e {
+        FormatError::Truncated {
+            buffer,
+            type_name,
+            offset,
+            needed,
+            available,
+        } => FormatError::Truncated {
+            buffer,
+            type_name,
+            offset: offset + base,
+            needed,
+            available,
+        },
+        FormatError::UnknownTypeIndex {
+            buffer,
+            index,
+            offset,
+            known,
+        } => FormatError::UnknownTypeIndex {
+            buffer,
+            index,
+            offset: offset + base,
+            known,
+        },
+        other => other,
     }
 }
 

@@ -3,13 +3,15 @@
 //! output buffer; linked blocks use the preceding 64 KiB of output as their dictionary.
 //!
 //! A frame cut at a block boundary is an error here, where a lenient stream decoder would
-//! return the first blocks as if they were all the data.
+//! return the first blocks as if they were all the data. [`FrameReader`] reads a frame a few
+//! blocks at a time, so that a large buffer need not be held whole.
 
 use super::error::{FormatError, FormatResult};
-use xxhash_rust::xxh32::xxh32;
+use xxhash_rust::xxh32::{Xxh32, xxh32};
 
 const MAGIC: u32 = 0x184D_2204;
-const WINDOW: usize = 64 * 1024;
+/// The history a linked LZ4 block may refer to.
+pub(crate) const WINDOW: usize = 64 * 1024;
 
 struct Cursor<'a> {
     data: &'a [u8],
@@ -63,127 +65,238 @@ pub(crate) fn decompress_frame_into(
     buffer: &'static str,
     limit: usize,
 ) -> FormatResult<usize> {
-    let inflated = || FormatError::Inflated { buffer, limit };
-    let err = |detail: String| FormatError::Lz4 { buffer, detail };
-    let mut r = Cursor {
-        data: frame,
-        pos: 0,
-    };
-    let truncated =
-        |what: &str, at: usize| err(format!("frame truncated at byte {at}: missing {what}"));
-    let magic = r.u32().ok_or_else(|| truncated("magic number", 0))?;
-    if magic != MAGIC {
-        return Err(err(format!("not an LZ4 frame (magic {magic:#010x})")));
+    let mut reader = FrameReader::new(frame, buffer, limit)?;
+    let mut len = 0;
+    reader.read_into(frame, out, &mut len, usize::MAX)?;
+    Ok(len)
+}
+
+/// An LZ4 frame decompressed a few blocks at a time, with the checks of
+/// [`decompress_frame_into`]: the caller keeps as little of the content as it needs (at least the
+/// last 64 KiB before the next block, which a linked block may refer to).
+#[derive(Clone)]
+pub(crate) struct FrameReader {
+    buffer: &'static str,
+    limit: usize,
+    /// Where the next block (or the end mark) starts in the frame.
+    pos: usize,
+    linked: bool,
+    block_checksums: bool,
+    content_checksum: bool,
+    content_size: Option<u64>,
+    max_block: usize,
+    /// Bytes of content produced so far.
+    produced: usize,
+    /// The hash of the content, when the frame checks it without block checksums.
+    hasher: Option<Xxh32>,
+    done: bool,
+}
+
+impl std::fmt::Debug for FrameReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader")
+            .field("buffer", &self.buffer)
+            .field("pos", &self.pos)
+            .field("produced", &self.produced)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
-    let flags = r.u8().ok_or_else(|| truncated("frame descriptor", r.pos))?;
-    let block_descriptor = r.u8().ok_or_else(|| truncated("frame descriptor", r.pos))?;
-    if flags >> 6 != 1 {
-        return Err(err(format!("unsupported frame version {}", flags >> 6)));
+}
+
+impl FrameReader {
+    /// Reads the frame's header; `buffer` names the buffer (`dependencies` or `objects`) in
+    /// errors, `limit` is the most content the frame may hold.
+    pub fn new(frame: &[u8], buffer: &'static str, limit: usize) -> FormatResult<Self> {
+        let err = |detail: String| FormatError::Lz4 { buffer, detail };
+        let mut r = Cursor {
+            data: frame,
+            pos: 0,
+        };
+        let truncated =
+            |what: &str, at: usize| err(format!("frame truncated at byte {at}: missing {what}"));
+        let magic = r.u32().ok_or_else(|| truncated("magic number", 0))?;
+        if magic != MAGIC {
+            return Err(err(format!("not an LZ4 frame (magic {magic:#010x})")));
+        }
+        let flags = r.u8().ok_or_else(|| truncated("frame descriptor", r.pos))?;
+        let block_descriptor = r.u8().ok_or_else(|| truncated("frame descriptor", r.pos))?;
+        if flags >> 6 != 1 {
+            return Err(err(format!("unsupported frame version {}", flags >> 6)));
+        }
+        if flags & 0x02 != 0 || block_descriptor & 0x8F != 0 {
+            return Err(err("reserved bits are set in the frame descriptor".into()));
+        }
+        if flags & 0x01 != 0 {
+            return Err(err("frames with a dictionary id are not supported".into()));
+        }
+        let max_block = match (block_descriptor >> 4) & 0x07 {
+            4 => 64 * 1024,
+            5 => 256 * 1024,
+            6 => 1024 * 1024,
+            7 => 4 * 1024 * 1024,
+            other => return Err(err(format!("invalid block size code {other}"))),
+        };
+        let content_size = if flags & 0x08 != 0 {
+            Some(r.u64().ok_or_else(|| truncated("content size", r.pos))?)
+        } else {
+            None
+        };
+        if content_size.is_some_and(|n| n > limit as u64) {
+            return Err(FormatError::Inflated { buffer, limit });
+        }
+        let descriptor_end = r.pos;
+        let header_checksum = r.u8().ok_or_else(|| truncated("header checksum", r.pos))?;
+        let expected = (xxh32(&frame[4..descriptor_end], 0) >> 8) as u8;
+        if header_checksum != expected {
+            return Err(err("header checksum mismatch".into()));
+        }
+        let block_checksums = flags & 0x10 != 0;
+        let content_checksum = flags & 0x04 != 0;
+        Ok(Self {
+            buffer,
+            limit,
+            pos: r.pos,
+            linked: flags & 0x20 == 0,
+            block_checksums,
+            content_checksum,
+            content_size,
+            max_block,
+            produced: 0,
+            // Block checksums already cover every stored byte of every block; hashing the
+            // decompressed content again only when there are none halves the hashing cost.
+            hasher: (content_checksum && !block_checksums).then(|| Xxh32::new(0)),
+            done: false,
+        })
     }
-    if flags & 0x02 != 0 || block_descriptor & 0x8F != 0 {
-        return Err(err("reserved bits are set in the frame descriptor".into()));
+
+    /// Whether the end of the frame was read (and its checks passed).
+    pub fn is_done(&self) -> bool {
+        self.done
     }
-    let linked = flags & 0x20 == 0;
-    let block_checksums = flags & 0x10 != 0;
-    let has_content_size = flags & 0x08 != 0;
-    let content_checksum = flags & 0x04 != 0;
-    if flags & 0x01 != 0 {
-        return Err(err("frames with a dictionary id are not supported".into()));
+
+    /// Decompresses blocks of `frame` (the one given to [`new`](Self::new)) after the first
+    /// `*len` bytes of `out`, the last 64 KiB of which are the content just before them, until
+    /// at least `want` bytes were added or the frame ends; `*len` grows by what was added.
+    pub fn read_into(
+        &mut self,
+        frame: &[u8],
+        out: &mut Vec<u8>,
+        len: &mut usize,
+        want: usize,
+    ) -> FormatResult<()> {
+        let start = *len;
+        while !self.done && *len - start < want {
+            self.read_block(frame, out, len)?;
+        }
+        Ok(())
     }
-    let max_block = match (block_descriptor >> 4) & 0x07 {
-        4 => 64 * 1024,
-        5 => 256 * 1024,
-        6 => 1024 * 1024,
-        7 => 4 * 1024 * 1024,
-        other => return Err(err(format!("invalid block size code {other}"))),
-    };
-    let content_size = if has_content_size {
-        Some(r.u64().ok_or_else(|| truncated("content size", r.pos))?)
-    } else {
-        None
-    };
-    if content_size.is_some_and(|n| n > limit as u64) {
-        return Err(inflated());
-    }
-    let descriptor_end = r.pos;
-    let header_checksum = r.u8().ok_or_else(|| truncated("header checksum", r.pos))?;
-    let expected = (xxh32(&frame[4..descriptor_end], 0) >> 8) as u8;
-    if header_checksum != expected {
-        return Err(err("header checksum mismatch".into()));
-    }
-    let mut len = 0usize;
-    loop {
+
+    /// Decompresses the next block after `out[..*len]`, or checks the end of the frame.
+    fn read_block(&mut self, frame: &[u8], out: &mut Vec<u8>, len: &mut usize) -> FormatResult<()> {
+        let buffer = self.buffer;
+        let inflated = || FormatError::Inflated {
+            buffer,
+            limit: self.limit,
+        };
+        let err = |detail: String| FormatError::Lz4 { buffer, detail };
+        let truncated =
+            |what: &str, at: usize| err(format!("frame truncated at byte {at}: missing {what}"));
+        let mut r = Cursor {
+            data: frame,
+            pos: self.pos,
+        };
         let at = r.pos;
         let word = r.u32().ok_or_else(|| truncated("end mark", at))?;
         if word == 0 {
-            break;
+            return self.end(frame, r);
         }
         let stored = word & 0x8000_0000 != 0;
         let size = (word & 0x7FFF_FFFF) as usize;
-        if size > max_block {
+        if size > self.max_block {
             return Err(err(format!(
-                "block at byte {at} declares {size} bytes, more than the frame's {max_block}-byte blocks"
+                "block at byte {at} declares {size} bytes, more than the frame's {}-byte blocks",
+                self.max_block
             )));
         }
         let data = r.take(size).ok_or_else(|| truncated("block data", at))?;
-        if block_checksums {
+        if self.block_checksums {
             let sum = r.u32().ok_or_else(|| truncated("block checksum", at))?;
             if xxh32(data, 0) != sum {
                 return Err(err(format!("checksum mismatch in the block at byte {at}")));
             }
         }
-        let full = if stored { data.len() } else { max_block };
+        self.pos = r.pos;
+        let full = if stored { data.len() } else { self.max_block };
         // No more room than the limit leaves: a block that needs more is refused below.
-        let room = full.min(limit.saturating_sub(len));
+        let room = full.min(self.limit.saturating_sub(self.produced));
         if room < full && (stored || room == 0) {
             return Err(inflated());
         }
-        if out.len() < len + room {
-            out.resize(len + room, 0);
+        let begin = *len;
+        if out.len() < begin + room {
+            out.resize(begin + room, 0);
         }
-        let (previous, rest) = out.split_at_mut(len);
+        let (previous, rest) = out.split_at_mut(begin);
         let dst = &mut rest[..room];
-        if stored {
+        let n = if stored {
             dst.copy_from_slice(data);
-            len += room;
-            continue;
-        }
-        let dict = if linked {
-            &previous[len.saturating_sub(WINDOW)..]
+            room
         } else {
-            &[][..]
+            let dict = if self.linked {
+                &previous[begin.saturating_sub(WINDOW)..]
+            } else {
+                &[][..]
+            };
+            match lz4_flex::block::decompress_into_with_dict(data, dst, dict) {
+                Ok(n) => n,
+                // Cut short by the limit, not damaged (the checksums held).
+                Err(_) if room < full => return Err(inflated()),
+                Err(e) => return Err(err(format!("block at byte {at}: {e}"))),
+            }
         };
-        match lz4_flex::block::decompress_into_with_dict(data, dst, dict) {
-            Ok(n) => len += n,
-            // Cut short by the limit, not damaged (the checksums held).
-            Err(_) if room < full => return Err(inflated()),
-            Err(e) => return Err(err(format!("block at byte {at}: {e}"))),
+        *len = begin + n;
+        self.produced += n;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&out[begin..begin + n]);
         }
+        Ok(())
     }
-    if content_checksum {
-        let sum = r
-            .u32()
-            .ok_or_else(|| truncated("content checksum", r.pos))?;
-        // Block checksums already cover every stored byte of every block; hashing the
-        // decompressed content again only when there are none halves the hashing cost.
-        if !block_checksums && xxh32(&out[..len], 0) != sum {
-            return Err(err("content checksum mismatch".into()));
+
+    /// The end mark was read: the content checksum, size and the frame's end are checked.
+    fn end(&mut self, frame: &[u8], mut r: Cursor<'_>) -> FormatResult<()> {
+        let buffer = self.buffer;
+        let err = |detail: String| FormatError::Lz4 { buffer, detail };
+        if self.content_checksum {
+            let sum = r.u32().ok_or_else(|| {
+                err(format!(
+                    "frame truncated at byte {}: missing content checksum",
+                    r.pos
+                ))
+            })?;
+            if let Some(hasher) = &self.hasher
+                && hasher.digest() != sum
+            {
+                return Err(err("content checksum mismatch".into()));
+            }
         }
+        if let Some(n) = self.content_size
+            && n != self.produced as u64
+        {
+            return Err(err(format!(
+                "frame declares {n} bytes of content, holds {}",
+                self.produced
+            )));
+        }
+        if r.pos != frame.len() {
+            return Err(err(format!(
+                "{} unexpected bytes after the end of the frame",
+                frame.len() - r.pos
+            )));
+        }
+        self.pos = r.pos;
+        self.done = true;
+        Ok(())
     }
-    if let Some(n) = content_size
-        && n != len as u64
-    {
-        return Err(err(format!(
-            "frame declares {n} bytes of content, holds {len}"
-        )));
-    }
-    if r.pos != frame.len() {
-        return Err(err(format!(
-            "{} unexpected bytes after the end of the frame",
-            frame.len() - r.pos
-        )));
-    }
-    Ok(len)
 }
 
 #[cfg(test)]
@@ -213,6 +326,50 @@ mod tests {
                 .unwrap();
             assert_eq!(reference, data);
         }
+    }
+
+    #[test]
+    fn a_frame_read_a_few_blocks_at_a_time_gives_the_same_content() {
+        // Linked 64 KiB blocks (as micromegas writes them): each block may refer to the 64 KiB
+        // before it, which is all the reader keeps between steps.
+        for n in [0, 1000, 64 * 1024, 200_000, 1_000_003] {
+            let data = sample(n);
+            let frame = compress_frame(&data);
+            for want in [1, 70_000, 300_000] {
+                let mut reader =
+                    FrameReader::new(&frame, "objects", DEFAULT_INFLATE_LIMIT).unwrap();
+                let (mut window, mut len, mut got) = (Vec::new(), 0, Vec::new());
+                while !reader.is_done() {
+                    let before = len;
+                    reader
+                        .read_into(&frame, &mut window, &mut len, want)
+                        .unwrap();
+                    got.extend_from_slice(&window[before..len]);
+                    // Keep only the dictionary of the next block.
+                    let cut = len.saturating_sub(WINDOW);
+                    window.copy_within(cut..len, 0);
+                    len -= cut;
+                    assert!(len <= WINDOW);
+                }
+                assert_eq!(got, data, "{n} bytes, {want} at a time");
+            }
+        }
+        // A bomb is refused however it is read.
+        let frame = compress_frame(&vec![0u8; 3 * 1024 * 1024]);
+        let mut reader = FrameReader::new(&frame, "objects", 1024 * 1024).unwrap();
+        let (mut window, mut len) = (Vec::new(), 0);
+        let e = loop {
+            match reader.read_into(&frame, &mut window, &mut len, 100_000) {
+                Ok(()) => {
+                    assert!(!reader.is_done(), "read past the limit");
+                    let cut = len.saturating_sub(WINDOW);
+                    window.copy_within(cut..len, 0);
+                    len -= cut;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(e, FormatError::Inflated { .. }), "{e}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod ticks;
 
 pub use builder::EventBatchBuilder;
 pub use decoder::{
-    AsyncEventDecoder, BlockIds, DecodeSummary, DecodedPart, DecompressedBlock, Resume,
+    AsyncEventDecoder, BlockIds, BlockSource, DecodeSummary, DecodedPart, DecompressedBlock, Resume,
 };
 pub use error::{FormatError, FormatResult};
 pub use hash::scope_hash;

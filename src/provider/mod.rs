@@ -42,6 +42,7 @@ pub use options::ScanOptions;
 pub use planning::process_clock;
 pub(crate) use planning::tick_window;
 pub use predicate::ScanPredicate;
+pub use prefetch::DEFAULT_PREFETCH_BYTES;
 pub use table::AsyncEventsTable;
 
 #[cfg_attr(not(feature = "codec"), allow(unused_imports))]

@@ -1,5 +1,6 @@
 //! [`ScanOptions`]: how scans read blocks.
 
+use super::prefetch::DEFAULT_PREFETCH_BYTES;
 use crate::format::DEFAULT_INFLATE_LIMIT;
 use crate::time_bounds::TimeBounds;
 use std::time::Duration;
@@ -31,6 +32,14 @@ pub struct ScanOptions {
     /// `skip_corrupt_blocks`). The default, [`DEFAULT_INFLATE_LIMIT`] (64 MiB), is six times
     /// the largest buffer micromegas producers write by default (10 MiB).
     pub max_inflated_bytes: usize,
+    /// Bytes of stored blobs each partition holds at once: the block it decodes (whose
+    /// objects are inflated a window at a time, so the blob is kept until its last record) and
+    /// the blocks it fetches ahead (at most two). A partition holding nothing always fetches,
+    /// so a blob larger than this is read alone, without fetching ahead. The default,
+    /// [`DEFAULT_PREFETCH_BYTES`] (4 MiB), lets 64 KiB to 1 MiB buffers (blobs of 20 to 400 KB)
+    /// be fetched two ahead and reads micromegas's default 10 MiB buffers (blobs of about
+    /// 3 MB) one at a time per partition; raise it against a slow object store.
+    pub prefetch_bytes: usize,
 }
 
 impl Default for ScanOptions {
@@ -43,6 +52,7 @@ impl Default for ScanOptions {
             span_margin: Duration::from_secs(30),
             query_range: TimeBounds::ALL,
             max_inflated_bytes: DEFAULT_INFLATE_LIMIT,
+            prefetch_bytes: DEFAULT_PREFETCH_BYTES,
         }
     }
 }

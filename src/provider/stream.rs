@@ -24,7 +24,7 @@ use super::stream_edges::StepBack;
 use super::time_pruning::TimePruning;
 use crate::error::Error;
 use crate::format::{
-    AsyncEventDecoder, BlockIds, DecodeSummary, DecompressedBlock, EventBatchBuilder, Resume,
+    AsyncEventDecoder, BlockIds, BlockSource, DecodeSummary, EventBatchBuilder, Resume,
 };
 use crate::lake::BlockRecord;
 use datafusion::arrow::array::RecordBatch;
@@ -82,8 +82,9 @@ struct Reader {
 /// The block a partition is decoding, part by part.
 struct Current {
     block: BlockRecord,
-    /// Its buffers when decompressed for several scans; `None`: inflated in the decoder.
-    shared: Option<Arc<DecompressedBlock>>,
+    /// Its blob, inflated a window at a time by the decoder; or its buffers decompressed for
+    /// several scans.
+    payload: Payload,
     next: Resume,
     /// Decode the rest in one part (see the module's documentation).
     whole: bool,
@@ -102,13 +103,14 @@ pub(crate) fn partition_stream(args: PartitionArgs) -> SendableRecordBatchStream
     let pruning = TimePruning::new(args.pushed.clone(), schema.clone());
     let decoder =
         AsyncEventDecoder::new().with_inflate_limit(args.state.options.max_inflated_bytes);
+    let budget = args.state.options.prefetch_bytes;
     let reader = Reader {
         builder: EventBatchBuilder::new(args.state.projection.columns),
         pruning,
         args,
         blocks,
         pending: FuturesOrdered::new(),
-        ahead: Ahead::default(),
+        ahead: Ahead::new(budget),
         current: None,
         decoder,
         ready: VecDeque::new(),
@@ -177,10 +179,15 @@ impl Reader {
         Ok(())
     }
 
-    /// After a block: its blob's reservation goes, the decoder's buffers are accounted as they
-    /// now are.
-    fn account_decoded(&mut self, block: &BlockRecord) -> Result<(), DataFusionError> {
+    /// A block is done with (read, skipped or missing): its blob's reservation goes.
+    fn release(&mut self, block: &BlockRecord) {
         self.args.memory.shrink(blob_bytes(block));
+        self.ahead.released(blob_bytes(block));
+    }
+
+    /// The decoder's buffers accounted as they now are (they grow to the largest window or
+    /// dependencies buffer read so far).
+    fn account_buffers(&mut self, block: &BlockRecord) -> Result<(), DataFusionError> {
         let now = self.decoder.buffer_bytes();
         if now > self.decoder_reserved {
             self.args
@@ -198,36 +205,34 @@ impl Reader {
         Ok(())
     }
 
-    /// Takes a fetched block as the one to decode: a blob is inflated into the decoder's
-    /// buffers (and dropped), shared buffers are kept.
+    /// Takes a fetched block as the one to decode: a blob's dependencies and first window
+    /// are inflated into the decoder's buffers.
     fn start(&mut self, fetched: Fetched) -> Result<(), Error> {
+        let block = fetched.block;
         let Some(payload) = fetched.payload else {
+            self.release(&block);
             return Ok(());
         };
-        let block = fetched.block;
         // Parts only for blocks of more objects than a batch has rows: smaller ones go whole
         // (into this batch or the next), as do all blocks when corrupt ones are skipped.
         let whole = self.args.state.options.skip_corrupt_blocks
             || usize::try_from(block.nb_objects).is_ok_and(|n| n <= self.args.batch_size);
-        let shared = match payload {
-            Payload::Blob(blob) => {
-                let with_dependencies = AsyncEventDecoder::needs_dependencies(
-                    &self.builder,
-                    &self.args.state.predicate.row,
-                );
-                let timer = self.args.metrics.decode_time.timer();
-                let inflated = self.decoder.inflate(&blob, with_dependencies);
-                drop(timer);
-                if let Err(e) = inflated {
-                    return self.failed(&block, e);
-                }
-                None
+        if let Payload::Blob(blob) = &payload {
+            let with_dependencies = AsyncEventDecoder::needs_dependencies(
+                &self.builder,
+                &self.args.state.predicate.row,
+            );
+            let timer = self.args.metrics.decode_time.timer();
+            let inflated = self.decoder.inflate(blob, with_dependencies);
+            drop(timer);
+            if let Err(e) = inflated {
+                self.release(&block);
+                return self.failed(&block, e);
             }
-            Payload::Decompressed(d) => Some(d),
-        };
+        }
         self.current = Some(Current {
             block,
-            shared,
+            payload,
             next: Resume::START,
             whole,
         });
@@ -252,7 +257,7 @@ impl Reader {
 
     /// Decodes the next part of the current block into the batch being built: what the batch
     /// (and `fetch`) still has room for.
-    fn decode_part(&mut self) -> Result<(), Error> {
+    fn decode_part(&mut self) -> Result<(), DataFusionError> {
         let Some(mut current) = self.current.take() else {
             return Ok(());
         };
@@ -284,10 +289,14 @@ impl Reader {
         };
         let max_rows = if current.whole { usize::MAX } else { room };
         let (clock, filter) = (&state.plan.clock, &state.predicate.row);
+        let source = match &current.payload {
+            Payload::Blob(blob) => BlockSource::Blob(blob),
+            Payload::Decompressed(d) => BlockSource::Decompressed(d),
+        };
         let timer = self.args.metrics.decode_time.timer();
         let result = self.decoder.decode_part(
             layout,
-            current.shared.as_deref(),
+            source,
             current.next,
             ids,
             clock,
@@ -300,13 +309,20 @@ impl Reader {
         match result {
             Ok(part) => {
                 self.args.metrics.events_decoded.add(part.summary.events);
-                if let Some(next) = part.next {
-                    current.next = next;
-                    self.current = Some(current);
+                match part.next {
+                    Some(next) => {
+                        current.next = next;
+                        self.current = Some(current);
+                    }
+                    None => self.release(&block),
                 }
-                self.check_order(&block, &part.summary)
+                self.check_order(&block, &part.summary)?;
+                self.account_buffers(&block)
             }
-            Err(e) => self.failed(&block, e),
+            Err(e) => {
+                self.release(&block);
+                Ok(self.failed(&block, e)?)
+            }
         }
     }
 
@@ -467,10 +483,7 @@ impl Reader {
                 return Some(Err(e));
             }
             if self.current.is_some() {
-                let result = self
-                    .decode_part()
-                    .map_err(DataFusionError::from)
-                    .and_then(|()| self.flush_if_full());
+                let result = self.decode_part().and_then(|()| self.flush_if_full());
                 if let Err(e) = result {
                     self.stop();
                     return Some(Err(e));
@@ -502,12 +515,10 @@ impl Reader {
                         .and_then(|()| self.flush())
                 }
                 Some(Ok(fetched)) => {
-                    self.ahead.arrived(blob_bytes(&fetched.block));
-                    let block = fetched.block.clone();
+                    self.ahead.arrived();
                     self.start(fetched)
                         .map_err(DataFusionError::from)
-                        .and_then(|()| self.account_decoded(&block))
-                        .and_then(|()| self.decode_part().map_err(DataFusionError::from))
+                        .and_then(|()| self.decode_part())
                         .and_then(|()| self.flush_if_full())
                 }
                 Some(Err(e)) => Err(e.into()),

@@ -75,6 +75,8 @@ pub struct ThreadSpansExec {
     schema: SchemaRef,
     skip_corrupt_blocks: bool,
     inflate_limit: usize,
+    /// [`ScanOptions::prefetch_bytes`](crate::provider::ScanOptions::prefetch_bytes).
+    prefetch_bytes: usize,
     /// The range rows must overlap ([`Chain::overlap`]).
     overlap: TimeBounds,
     props: Arc<PlanProperties>,
@@ -171,6 +173,7 @@ impl ThreadSpansExec {
             schema,
             skip_corrupt_blocks: options.skip_corrupt_blocks,
             inflate_limit: options.max_inflated_bytes,
+            prefetch_bytes: options.prefetch_bytes,
             overlap,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -261,6 +264,7 @@ impl ExecutionPlan for ThreadSpansExec {
             batch_size: context.session_config().batch_size(),
             skip_corrupt_blocks: self.skip_corrupt_blocks,
             inflate_limit: self.inflate_limit,
+            prefetch_bytes: self.prefetch_bytes,
             overlap: self.overlap,
             metrics: ThreadMetrics::new(&self.metrics, partition),
         };
@@ -290,6 +294,7 @@ struct PartitionReader {
     batch_size: usize,
     skip_corrupt_blocks: bool,
     inflate_limit: usize,
+    prefetch_bytes: usize,
     overlap: TimeBounds,
     metrics: ThreadMetrics,
 }
@@ -343,7 +348,8 @@ impl PartitionReader {
             let mut scopes: HashMap<u32, ScopeStrings> = HashMap::new();
             let mut chain: Option<OpenChain> = None;
             let lake = self.lake.clone();
-            let fetches = fetch_in_order(plan.blocks.iter().cloned(), |block| {
+            let blocks = plan.blocks.iter().cloned();
+            let fetches = fetch_in_order(blocks, self.prefetch_bytes, |block| {
                 let lake = lake.clone();
                 async move { lake.fetch_blob(&block).await }
             });

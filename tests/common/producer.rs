@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion_async_events::format::{
-    AsyncEventDecoder, BlockIds, ColumnSet, DecompressedBlock, EventBatchBuilder, LatestTiming,
-    Resume, RowFilter, StreamLayout, TickConverter,
+    AsyncEventDecoder, BlockIds, BlockSource, ColumnSet, DecompressedBlock, EventBatchBuilder,
+    LatestTiming, Resume, RowFilter, StreamLayout, TickConverter,
 };
 use datafusion_async_events::lake::{BlockRecord, ProcessRecord, StreamRecord};
 use micromegas_telemetry_sink::stream_block::StreamBlock;
@@ -142,7 +142,16 @@ impl Recording {
             let mut from = Resume::START;
             loop {
                 let part = decoder
-                    .decode_part(&layout, None, from, ids, &clock, filter, &mut out, max_rows)
+                    .decode_part(
+                        &layout,
+                        BlockSource::Blob(&b.payload),
+                        from,
+                        ids,
+                        &clock,
+                        filter,
+                        &mut out,
+                        max_rows,
+                    )
                     .unwrap();
                 assert!(part.summary.rows <= max_rows);
                 batches.push(out.finish().unwrap());
