@@ -74,7 +74,7 @@ fn shapes() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "Perfetto trace of a window (thread and async)",
-            "SELECT count(*), sum(length(chunk_data)) FROM perfetto_trace_chunks('{pid}', 'both', '{t0}', '{t1}')",
+            "SELECT chunk_id, chunk_data FROM perfetto_trace_chunks('{pid}', 'both', '{t0}', '{t1}')",
         ),
     ]
 }

@@ -5,7 +5,7 @@
 //! cargo run --release --example sql_bench -- run --dir /tmp/ae-bench
 //! cargo run --release --example sql_bench -- scan --dir /tmp/ae-bench   # peak RSS of a full scan
 //! cargo run --release --example sql_bench -- spans --dir /tmp/ae-bench [--runs 9]  # async_spans vs self-join
-//! cargo run --release --example sql_bench -- spans-rss --dir /tmp/ae-bench --query spans|join|floor
+//! cargo run --release --example sql_bench -- spans-rss --dir /tmp/ae-bench --query spans|join|floor|thread
 //!     [--repeat N] [--explain]   # N runs in one process (profiling); EXPLAIN ANALYZE
 //! cargo run --release --example sql_bench -- one-stream --dir /tmp/ae-one [--events 1000000]
 //! cargo run --release --example sql_bench -- export-rss --dir /tmp/ae-export \
@@ -412,6 +412,10 @@ async fn main() {
                  ON b.span_id = e.span_id AND e.event_type = 'end' \
                  WHERE b.event_type = 'begin' GROUP BY b.name"
             );
+            // The thread scopes of the same blocks, paired into spans.
+            let thread = format!(
+                "SELECT name, count(*), avg(duration), max(duration) FROM thread_spans('{pid}') GROUP BY name"
+            );
             // The floor: the events scan reading the same columns as async_spans, no pairing.
             let floor = format!(
                 "SELECT count(name), count(event_type), max(time), max(span_id) \
@@ -421,6 +425,7 @@ async fn main() {
                 let sql = match args.query.as_str() {
                     "join" => &join,
                     "floor" => &floor,
+                    "thread" => &thread,
                     _ => &spans,
                 };
                 if args.explain {
@@ -469,6 +474,7 @@ async fn main() {
                 ("async_spans", &spans),
                 ("LEFT JOIN", &join),
                 ("scan alone (floor)", &floor),
+                ("thread_spans", &thread),
             ];
             let mut times: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); queries.len()];
             for _ in 0..args.runs {
@@ -497,6 +503,13 @@ async fn main() {
                 medians[1].0.as_secs_f64() / medians[0].0.as_secs_f64(),
                 medians[1].1.as_secs_f64() / medians[0].1.as_secs_f64()
             );
+            for (name, i) in [("async_spans", 0), ("thread_spans", 3)] {
+                println!(
+                    "{name} / floor: {:.2}x wall, {:.2}x CPU",
+                    medians[i].0.as_secs_f64() / medians[2].0.as_secs_f64(),
+                    medians[i].1.as_secs_f64() / medians[2].1.as_secs_f64()
+                );
+            }
         }
         other => panic!("unknown mode {other}: build, run, scan, spans or spans-rss"),
     }

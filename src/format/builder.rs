@@ -62,10 +62,12 @@ impl Strings {
     }
 }
 
-/// Interned strings of one batch: each distinct string once, keyed by position.
+/// Interned strings of one batch: each distinct string once, keyed by position. Hashed with
+/// foldhash: SipHash's resistance to chosen keys buys nothing for a table this small, rebuilt
+/// for every batch, and cost 3% of decoding (`benches/decode.rs`, profiled).
 #[derive(Debug, Default)]
 struct StringTable {
-    keys: HashMap<Box<str>, i32>,
+    keys: HashMap<Box<str>, i32, foldhash::fast::RandomState>,
     values: Strings,
 }
 

@@ -250,22 +250,25 @@ impl Pairer {
         let stream = self.strings_of(batch, c.stream)?;
         let properties = c.properties.map(|i| batch.column(i).as_map());
         let get = |v: &Option<StringColumn>, row: usize| v.as_ref().map_or(0, |v| v.id(row));
+        // A span's description, read from its begin (or from an end waiting for its begin):
+        // an end that closes an open span needs only its time, stream and properties.
+        let info_of = |row: usize| SpanInfo {
+            parent: parent.map_or(0, |v| v[row]),
+            depth: depth.map_or(0, |v| v[row]),
+            hash: hash.map_or(0, |v| v[row]),
+            name: get(&name, row),
+            filename: get(&filename, row),
+            target: get(&target, row),
+            line: line.map_or(0, |v| v[row]),
+        };
         for row in 0..n {
-            let info = SpanInfo {
-                parent: parent.map_or(0, |v| v[row]),
-                depth: depth.map_or(0, |v| v[row]),
-                hash: hash.map_or(0, |v| v[row]),
-                name: get(&name, row),
-                filename: get(&filename, row),
-                target: get(&target, row),
-                line: line.map_or(0, |v| v[row]),
-            };
             let half = Half {
                 time: time[row],
                 stream: get(&stream, row),
             };
             let id = span_id[row];
             if event_type.id(row) == begin_id {
+                let info = info_of(row);
                 if let Some(orphan) = self.orphans.remove(&id) {
                     // Its end was read first (from another stream): pair them now.
                     self.orphan_text -= orphan.text_bytes();
@@ -292,6 +295,7 @@ impl Pairer {
                     self.close(&span, props)?;
                 }
                 None => {
+                    let info = info_of(row);
                     let properties = properties
                         .map(|map| {
                             map_entries(map, row)
