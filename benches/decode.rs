@@ -66,34 +66,21 @@ fn input() -> Input {
     }
 }
 
-/// Ours: blob → CBOR → LZ4 → transit records at compiled offsets → Arrow, all 13 columns.
+/// Ours: blob → CBOR → LZ4 → transit records at compiled offsets → Arrow, all 13 columns, a
+/// batch finished at every block.
 fn ours(input: &Input, decoder: &mut AsyncEventDecoder) -> usize {
-    let mut rows = 0;
-    let mut out = EventBatchBuilder::new(ColumnSet::all());
-    for (block, (sid, bid)) in input.rec.blocks.iter().zip(&input.ids) {
-        let ids = BlockIds {
-            stream_id: sid,
-            block_id: bid,
-        };
-        decoder
-            .decode_blob(
-                &input.layout,
-                &block.payload,
-                ids,
-                &input.clock,
-                &RowFilter::all(),
-                &mut out,
-            )
-            .unwrap();
-        rows += out.finish().unwrap().num_rows();
-    }
-    rows
+    decode_batched(input, decoder, 1)
 }
 
 /// Ours as a scan batches it: blocks decoded into one builder, a batch finished at every 8 192
 /// rows (the session's default batch size) rather than at every block, so that what a batch
 /// costs (its arrays, the dictionaries' validation) is spread as in a query.
 fn ours_scan_batches(input: &Input, decoder: &mut AsyncEventDecoder) -> usize {
+    decode_batched(input, decoder, 8192)
+}
+
+/// Every block decoded into one builder, a batch finished once it holds `batch_rows` rows.
+fn decode_batched(input: &Input, decoder: &mut AsyncEventDecoder, batch_rows: usize) -> usize {
     let mut rows = 0;
     let mut out = EventBatchBuilder::new(ColumnSet::all());
     for (block, (sid, bid)) in input.rec.blocks.iter().zip(&input.ids) {
@@ -111,7 +98,7 @@ fn ours_scan_batches(input: &Input, decoder: &mut AsyncEventDecoder) -> usize {
                 &mut out,
             )
             .unwrap();
-        if out.len() >= 8192 {
+        if out.len() >= batch_rows {
             rows += out.finish().unwrap().num_rows();
         }
     }
