@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::reference::{RefEvent, reference_events};
+use common::reference::{RefEvent, reference_events, reference_thread_events};
 use common::scripted::{Scripted, scripted_030, scripted_033};
 use common::workload::{self, record_workload};
 use common::{Row, expected_hash, producer::Recording, rows};
@@ -363,6 +363,65 @@ fn a_block_larger_than_the_inflate_window_streams_to_the_same_rows() {
     for max_rows in [usize::MAX, 8_192, 777] {
         let streamed = rec.decode_in_parts(ColumnSet::all(), &RowFilter::all(), max_rows);
         assert_eq!(concat(&streamed), whole, "{max_rows} rows per part");
+    }
+}
+
+#[test]
+fn thread_events_of_a_block_larger_than_the_inflate_window_are_micromegas_transits() {
+    // The thread events of 3 MiB buffers, walked a 1 MiB window at a time, against
+    // micromegas-transit's own reading of the whole buffer: ids, times, scopes, properties.
+    let shape = common::realistic::Shape {
+        streams: 1,
+        blocks_per_stream: 2,
+        buffer_bytes: 3 << 20,
+        block_duration: chrono::Duration::seconds(5),
+    };
+    let rec = common::realistic::realistic(shape, chrono::Utc::now(), 5);
+    let clock = rec.converter();
+    let mut decoder = AsyncEventDecoder::new();
+    for block in &rec.blocks {
+        let stream = rec.stream(block.stream_id);
+        let layout = common::producer::layout(stream);
+        let offset = block.record.object_offset;
+        let mut got = Vec::new();
+        let summary = decoder
+            .decode_thread_blob(&layout, &block.payload, offset, &clock, |e| {
+                let mut properties: Vec<(String, String)> = e
+                    .properties()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                properties.sort();
+                got.push((
+                    e.id,
+                    e.event_type == EventType::Begin,
+                    e.time,
+                    (
+                        e.name().to_owned(),
+                        e.filename().to_owned(),
+                        e.target().to_owned(),
+                    ),
+                    e.line,
+                    properties,
+                ));
+                Ok(())
+            })
+            .unwrap();
+        let want: Vec<_> = reference_thread_events(stream, block)
+            .into_iter()
+            .map(|r| {
+                (
+                    offset + r.index,
+                    r.begin,
+                    clock.ticks_to_ns(r.ticks),
+                    (r.name, r.filename, r.target),
+                    r.line,
+                    r.properties,
+                )
+            })
+            .collect();
+        assert!(want.len() > 10_000, "{} thread events", want.len());
+        assert_eq!(summary.events, want.len());
+        assert_eq!(got, want);
     }
 }
 

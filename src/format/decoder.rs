@@ -168,7 +168,7 @@ const OBJECTS_WINDOW: usize = 1 << 20;
 /// The objects buffer of the blob being decoded, inflated a window at a time into the
 /// decoder's `objects_buf`.
 #[derive(Debug)]
-struct Streamed {
+pub(super) struct Streamed {
     frame: FrameReader,
     /// Where the objects frame lies in the blob.
     at: std::ops::Range<usize>,
@@ -184,9 +184,27 @@ struct Streamed {
     started: bool,
 }
 
+impl Streamed {
+    /// Moves the window on: keeps the record starting at `at` (cut at the window's end) and the
+    /// 64 KiB before the next LZ4 block, which it may refer to, then inflates the next window
+    /// of `frame` after them.
+    pub(super) fn slide(
+        &mut self,
+        frame: &[u8],
+        objects: &mut Vec<u8>,
+        at: usize,
+    ) -> FormatResult<()> {
+        let cut = at.min(self.len.saturating_sub(LZ4_WINDOW));
+        objects.copy_within(cut..self.len, 0);
+        (self.len, self.base, self.pos) = (self.len - cut, self.base + cut, at - cut);
+        self.frame
+            .read_into(frame, objects, &mut self.len, OBJECTS_WINDOW)
+    }
+}
+
 /// Why [`AsyncEventDecoder::decode_inner`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+pub(super) enum Stop {
     /// The buffer is done.
     End,
     /// `max_rows` were appended; the next record starts here.
@@ -491,15 +509,7 @@ impl AsyncEventDecoder {
                     }));
                 }
                 Stop::NeedMore(at) => {
-                    // Keep the record cut at the window's end, and the 64 KiB before the next
-                    // LZ4 block that it may refer to.
-                    let cut = at.min(s.len.saturating_sub(LZ4_WINDOW));
-                    objects.copy_within(cut..s.len, 0);
-                    (s.len, s.base, s.pos) = (s.len - cut, s.base + cut, at - cut);
-                    let read = s
-                        .frame
-                        .read_into(frame, &mut objects, &mut s.len, OBJECTS_WINDOW);
-                    if let Err(e) = read {
+                    if let Err(e) = s.slide(frame, &mut objects, at) {
                         break Err(e);
                     }
                 }
@@ -518,32 +528,36 @@ impl AsyncEventDecoder {
         Ok(DecodedPart { summary, next })
     }
 
-    /// Runs `f` on the inflated buffers of a stored blob (the dependencies only when asked),
-    /// inflated into the decoder's own buffers, reused from block to block.
-    pub(super) fn with_inflated<R>(
+    /// Runs `walk` over the objects of the blob last [`inflate`](Self::inflate)d (`blob`), a
+    /// window at a time: `walk(decoder, dependencies, window, from, more_input)` reads the
+    /// records of `window` from byte `from` and says where it stopped; at
+    /// [`Stop::NeedMore`] the window moves on and `walk` goes on from the cut record. Error
+    /// offsets are made ones of the whole buffer.
+    pub(super) fn walk_windows(
         &mut self,
         blob: &[u8],
-        with_dependencies: bool,
-        f: impl FnOnce(&mut Self, &[u8], Option<&[u8]>) -> FormatResult<R>,
-    ) -> FormatResult<R> {
-        let payload = PayloadView::parse(blob)?;
+        mut walk: impl FnMut(&mut Self, Option<&[u8]>, &[u8], usize, bool) -> FormatResult<Stop>,
+    ) -> FormatResult<()> {
+        let Some(mut s) = self.streamed.take() else {
+            return Err(FormatError::Metadata("no block was inflated".into()));
+        };
+        let frame = blob
+            .get(s.at.clone())
+            .ok_or_else(|| FormatError::Metadata("not the blob that was inflated".into()))?;
         let mut objects = std::mem::take(&mut self.objects_buf);
-        let mut deps = std::mem::take(&mut self.dependencies_buf);
-        let result = (|| {
-            let limit = self.inflate_limit;
-            let n = decompress_frame_into(&payload.objects, &mut objects, "objects", limit)?;
-            let deps_len = if with_dependencies {
-                Some(decompress_frame_into(
-                    &payload.dependencies,
-                    &mut deps,
-                    "dependencies",
-                    limit,
-                )?)
-            } else {
-                None
-            };
-            f(self, &objects[..n], deps_len.map(|len| &deps[..len]))
-        })();
+        let deps = std::mem::take(&mut self.dependencies_buf);
+        let result = loop {
+            let d = s.deps_len.map(|n| &deps[..n]);
+            match walk(self, d, &objects[..s.len], s.pos, !s.frame.is_done()) {
+                Ok(Stop::NeedMore(at)) => {
+                    if let Err(e) = s.slide(frame, &mut objects, at) {
+                        break Err(e);
+                    }
+                }
+                Ok(Stop::End | Stop::Limit(_)) => break Ok(()),
+                Err(e) => break Err(shifted(e, s.base)),
+            }
+        };
         self.objects_buf = objects;
         self.dependencies_buf = deps;
         result

@@ -7,9 +7,9 @@
 //! span id), its time and its scope. Pairing begins with ends is the caller's job: a scope can
 //! begin in one block and end blocks later.
 
-use super::decoder::{AsyncEventDecoder, ResolvedScope, ScopeEntries};
+use super::decoder::{AsyncEventDecoder, ResolvedScope, ScopeEntries, Stop};
 use super::dependencies::{Dependencies, EntryIndex, read_u64};
-use super::error::FormatResult;
+use super::error::{FormatError, FormatResult};
 use super::hash::scope_hash;
 use super::layout::{EventType, ObjectKind, ScopeSource, StreamLayout};
 use super::ticks::TickConverter;
@@ -57,6 +57,15 @@ impl<'a> ThreadEvent<'a> {
     }
 }
 
+/// Where a window's walk starts, whether more of the buffer follows, and the block's first
+/// record's index in the stream.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    from: usize,
+    more_input: bool,
+    object_offset: i64,
+}
+
 /// What decoding one block's thread events found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadDecodeSummary {
@@ -78,27 +87,52 @@ impl AsyncEventDecoder {
         clock: &TickConverter,
         mut sink: impl FnMut(ThreadEvent<'_>) -> FormatResult<()>,
     ) -> FormatResult<ThreadDecodeSummary> {
-        self.with_inflated(blob, true, |decoder, objects, deps| {
-            decoder
-                .dependencies
-                .read(layout, deps.unwrap_or_default())?;
-            decoder.thread_scopes.descriptions.clear();
-            decoder.thread_scopes.named.clear();
-            decoder.walk_thread_events(layout, objects, object_offset, clock, &mut sink)
-        })
+        // The objects are inflated a window at a time, as for async events: a 10 MiB buffer is
+        // never held whole.
+        self.inflate(blob, true)?;
+        let mut summary = ThreadDecodeSummary::default();
+        let mut first = true;
+        self.walk_windows(blob, |decoder, deps, window, from, more_input| {
+            if std::mem::take(&mut first) {
+                decoder
+                    .dependencies
+                    .read(layout, deps.unwrap_or_default())?;
+                decoder.thread_scopes.descriptions.clear();
+                decoder.thread_scopes.named.clear();
+            }
+            let walk = Walk {
+                from,
+                more_input,
+                object_offset,
+            };
+            decoder.walk_thread_events(layout, window, walk, clock, &mut sink, &mut summary)
+        })?;
+        Ok(summary)
     }
 
     fn walk_thread_events(
         &mut self,
         layout: &StreamLayout,
         buf: &[u8],
-        object_offset: i64,
+        walk: Walk,
         clock: &TickConverter,
         sink: &mut impl FnMut(ThreadEvent<'_>) -> FormatResult<()>,
-    ) -> FormatResult<ThreadDecodeSummary> {
-        let mut summary = ThreadDecodeSummary::default();
-        for (index, record) in layout.object_records(buf).enumerate() {
-            let record = record?;
+        summary: &mut ThreadDecodeSummary,
+    ) -> FormatResult<Stop> {
+        let mut records = layout.object_records(buf).starting_at(walk.from);
+        loop {
+            let at = records.position();
+            let record = match records.next() {
+                None if walk.more_input => return Ok(Stop::NeedMore(at)),
+                None => return Ok(Stop::End),
+                Some(Ok(record)) => record,
+                Some(Err(FormatError::Truncated { offset, .. })) if walk.more_input => {
+                    return Ok(Stop::NeedMore(offset));
+                }
+                Some(Err(e)) => return Err(e),
+            };
+            // micromegas's span id: the record's index in the stream, every record counted.
+            let index = summary.objects;
             summary.objects += 1;
             let ObjectKind::Thread(l) = &record.ty.kind else {
                 continue;
@@ -134,7 +168,7 @@ impl AsyncEventDecoder {
             let ticks = read_u64(record.bytes, l.time) as i64;
             summary.events += 1;
             sink(ThreadEvent {
-                id: object_offset.saturating_add(index as i64),
+                id: walk.object_offset.saturating_add(index as i64),
                 time: clock.ticks_to_ns(ticks),
                 event_type: l.event_type,
                 hash: scope.hash,
@@ -144,7 +178,6 @@ impl AsyncEventDecoder {
                 deps: &self.dependencies,
             })?;
         }
-        Ok(summary)
     }
 
     fn resolve(
