@@ -276,13 +276,7 @@ fn a_defect_past_the_first_inflate_window_is_the_same_error_as_in_the_whole_buff
     // A 3 MiB objects buffer, inflated 1 MiB at a time when decoded from its blob: defects at
     // its end and in its middle are reported as if it were decoded whole, offsets included,
     // and no row of the failed call is left behind.
-    let shape = common::realistic::Shape {
-        streams: 1,
-        blocks_per_stream: 1,
-        buffer_bytes: 3 << 20,
-        block_duration: chrono::Duration::seconds(5),
-    };
-    let rec = common::realistic::realistic(shape, chrono::Utc::now(), 11);
+    let rec = common::realistic::three_mib_blocks(1, 11);
     let layout = common::producer::layout(&rec.streams[0]);
     let clock = rec.converter();
     let good = DecompressedBlock::from_blob(&rec.blocks[0].payload, true).unwrap();

@@ -342,13 +342,7 @@ fn blocks_decoded_in_parts_give_the_rows_of_whole_blocks() {
 fn a_block_larger_than_the_inflate_window_streams_to_the_same_rows() {
     // 3 MiB thread buffers: the objects buffer is inflated a 1 MiB window at a time, records
     // cut at a window's end are completed from the next one.
-    let shape = common::realistic::Shape {
-        streams: 1,
-        blocks_per_stream: 2,
-        buffer_bytes: 3 << 20,
-        block_duration: chrono::Duration::seconds(5),
-    };
-    let rec = common::realistic::realistic(shape, chrono::Utc::now(), 7);
+    let rec = common::realistic::three_mib_blocks(2, 7);
     for b in &rec.blocks {
         let block = DecompressedBlock::from_blob(&b.payload, false).unwrap();
         assert!(
@@ -370,13 +364,7 @@ fn a_block_larger_than_the_inflate_window_streams_to_the_same_rows() {
 fn thread_events_of_a_block_larger_than_the_inflate_window_are_micromegas_transits() {
     // The thread events of 3 MiB buffers, walked a 1 MiB window at a time, against
     // micromegas-transit's own reading of the whole buffer: ids, times, scopes, properties.
-    let shape = common::realistic::Shape {
-        streams: 1,
-        blocks_per_stream: 2,
-        buffer_bytes: 3 << 20,
-        block_duration: chrono::Duration::seconds(5),
-    };
-    let rec = common::realistic::realistic(shape, chrono::Utc::now(), 5);
+    let rec = common::realistic::three_mib_blocks(2, 5);
     let clock = rec.converter();
     let mut decoder = AsyncEventDecoder::new();
     for block in &rec.blocks {

@@ -100,6 +100,19 @@ pub fn an_hour_ago(streams: usize, blocks_per_stream: usize, seed: u64) -> Recor
     )
 }
 
+/// One thread stream of `blocks` blocks of 3 MiB buffers, starting now: objects buffers larger
+/// than the decoder's 1 MiB inflate window.
+#[allow(dead_code)]
+pub fn three_mib_blocks(blocks: usize, seed: u64) -> Recording {
+    let shape = Shape {
+        streams: 1,
+        blocks_per_stream: blocks,
+        buffer_bytes: 3 << 20,
+        block_duration: Duration::seconds(5),
+    };
+    realistic(shape, Utc::now(), seed)
+}
+
 /// A process of `shape.streams` thread streams whose blocks tile time back to back from
 /// `start_time`; async span ids are unique in the process.
 pub fn realistic(shape: Shape, start_time: DateTime<Utc>, seed: u64) -> Recording {
