@@ -293,6 +293,44 @@ on_both! {
         }
     }
 
+    async fn name_target_and_depth_filters_leave_spans_unbuilt_with_the_same_answer(backend: Backend) {
+        let rec = recording();
+        let t = open(backend).await;
+        store(&t.lake, rec).await;
+        let pid = rec.process.process_id;
+        let ctx = context(&t.lake);
+        // The reference: every span, in a plain memory table, filtered by DataFusion alone.
+        let all = query(&ctx, &format!("SELECT * FROM thread_spans('{pid}')")).await;
+        let table = datafusion::datasource::MemTable::try_new(all[0].schema(), vec![all]).unwrap();
+        ctx.register_table("all_spans", std::sync::Arc::new(table)).unwrap();
+        let target = strings(&query(&ctx, "SELECT target FROM all_spans WHERE depth > 1 LIMIT 1").await[0], "target")[0].clone().unwrap();
+        let filters = [
+            format!("name = '{MODULE}::inner'"),
+            format!("name IN ('{MODULE}::outer', 'held')"),
+            "depth = 0".to_string(),
+            "depth BETWEEN 2 AND 3".to_string(),
+            format!("target = '{target}' AND depth >= 2"),
+            "name = 'no such scope'".to_string(),
+            format!("depth > 1 AND name <> '{MODULE}::inner'"),
+            "name LIKE '%inner%'".to_string(),
+        ];
+        for f in &filters {
+            let cols = "stream_id, id, depth, name, target";
+            let got = query(&ctx, &format!("SELECT {cols} FROM thread_spans('{pid}') WHERE {f} ORDER BY stream_id, id")).await;
+            let want = query(&ctx, &format!("SELECT {cols} FROM all_spans WHERE {f} ORDER BY stream_id, id")).await;
+            assert_eq!(common::sql::lines(&got), common::sql::lines(&want), "{f}");
+        }
+        // A name filter builds only the spans it keeps: the others are counted, not built.
+        let inner = format!("{MODULE}::inner");
+        let plan = query(&ctx, &format!("EXPLAIN ANALYZE SELECT count(*) FROM thread_spans('{pid}') WHERE name = '{inner}'")).await;
+        let text = common::sql::lines(&plan).join("\n");
+        let kept = 3 * 3 * CALLS as usize;
+        assert!(text.contains(&format!("spans={kept}")), "{text}");
+        let total = query(&ctx, "SELECT count(*) AS n FROM all_spans").await;
+        let total = ints(&total[0], "n")[0].unwrap() as usize;
+        assert!(text.contains(&format!("rows_filtered={}", total - kept)), "{text}");
+    }
+
     async fn a_range_cuts_spans_and_a_stream_filter_narrows_streams(backend: Backend) {
         let rec = recording();
         let t = open(backend).await;

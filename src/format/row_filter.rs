@@ -47,7 +47,8 @@ impl RowFilter {
             || self.targets.as_ref().is_some_and(Vec::is_empty)
     }
 
-    pub(super) fn keeps_scope(&self, name: &str, target: &str) -> bool {
+    /// Whether a scope of this name and target passes the filter's names and targets.
+    pub fn keeps_scope(&self, name: &str, target: &str) -> bool {
         self.names
             .as_ref()
             .is_none_or(|names| names.iter().any(|n| n == name))

@@ -2,6 +2,7 @@
 //! their batches.
 
 use super::call_tree::{Node, Place, RowSink};
+use crate::format::RowFilter;
 use crate::properties::JsonbSets;
 use crate::time_bounds::TimeBounds;
 use datafusion::arrow::array::{
@@ -149,6 +150,10 @@ pub(crate) struct Chain<'a> {
 /// The rows of a partition, built column by column.
 pub(crate) struct SpanRows {
     flavor: Flavor,
+    /// Rows kept: those the filters pushed on `name`, `target` and `depth` pass.
+    filter: RowFilter,
+    /// Rows the filter left out since [`take_filtered`](Self::take_filtered).
+    filtered: usize,
     ids: Int64Builder,
     parents: Int64Builder,
     depths: UInt32Builder,
@@ -170,11 +175,13 @@ pub(crate) struct SpanRows {
 }
 
 impl SpanRows {
-    pub fn new(flavor: Flavor) -> Self {
+    pub fn new(flavor: Flavor, filter: RowFilter) -> Self {
         let mut property_sets = JsonbSets::default();
         property_sets.intern([]);
         Self {
             flavor,
+            filter,
+            filtered: 0,
             ids: Int64Builder::new(),
             parents: Int64Builder::new(),
             depths: UInt32Builder::new(),
@@ -193,6 +200,11 @@ impl SpanRows {
             finished: BooleanBuilder::new(),
             display_names: StringDictionaryBuilder::new(),
         }
+    }
+
+    /// Rows the filter left out since the last call.
+    pub fn take_filtered(&mut self) -> usize {
+        std::mem::take(&mut self.filtered)
     }
 
     /// Rows appended since the last batch.
@@ -238,6 +250,27 @@ impl SpanRows {
         )?)
     }
 
+    /// Whether a row passes the filter on its name, target and depth (a root row is named after
+    /// its thread and has no target).
+    fn keeps(&self, node: &Node, place: Place, chain: &Chain<'_>) -> bool {
+        let f = &self.filter;
+        if f.depth
+            .is_some_and(|(lo, hi)| place.depth < lo || place.depth > hi)
+        {
+            return false;
+        }
+        if !f.needs_strings() {
+            return true;
+        }
+        if node.id.is_none() {
+            return f.keeps_scope(chain.root_name, "");
+        }
+        chain
+            .scopes
+            .get(&node.hash)
+            .is_none_or(|s| f.keeps_scope(&s.name, &s.target))
+    }
+
     fn intern_properties(&mut self, node: &Node) -> i32 {
         if node.properties.is_empty() {
             return 0;
@@ -265,6 +298,10 @@ impl RowSink for ChainRows<'_> {
                 .begin
                 .is_some_and(|b| chain.overlap.end.is_some_and(|hi| b > hi));
         if !root && outside {
+            return Ok(());
+        }
+        if !r.keeps(node, place, chain) {
+            r.filtered += 1;
             return Ok(());
         }
         let (begin, end) = if root {

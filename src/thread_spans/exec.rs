@@ -8,7 +8,9 @@
 use super::call_tree::{CallTree, Repairs, ScopeEvent};
 use super::columns::{Chain, Flavor, ScopeStrings, SpanRows};
 use crate::error::Error;
-use crate::format::{AsyncEventDecoder, FormatError, StreamLayout, TickConverter, scope_hash};
+use crate::format::{
+    AsyncEventDecoder, FormatError, RowFilter, StreamLayout, TickConverter, scope_hash,
+};
 use crate::lake::{BlockRecord, Lake, StreamRecord};
 use crate::provider::prefetch::fetch_in_order;
 use crate::time_bounds::TimeBounds;
@@ -77,6 +79,8 @@ pub struct ThreadSpansExec {
     inflate_limit: usize,
     /// [`ScanOptions::prefetch_bytes`](crate::provider::ScanOptions::prefetch_bytes).
     prefetch_bytes: usize,
+    /// The rows kept by the filters on `name`, `target` and `depth` pushed into the scan.
+    rows: RowFilter,
     /// The range rows must overlap ([`Chain::overlap`]).
     overlap: TimeBounds,
     props: Arc<PlanProperties>,
@@ -92,6 +96,7 @@ struct ThreadMetrics {
     thread_events: Count,
     chains: Count,
     spans: Count,
+    rows_filtered: Count,
     closed_by_outer_end: Count,
     dropped_ends: Count,
     unmatched_after_flush: Count,
@@ -108,6 +113,7 @@ impl ThreadMetrics {
             thread_events: count("thread_events"),
             chains: count("chains"),
             spans: count("spans"),
+            rows_filtered: count("rows_filtered"),
             closed_by_outer_end: count("scopes_closed_by_outer_end"),
             dropped_ends: count("unmatched_ends_dropped"),
             unmatched_after_flush: count("unmatched_ends_after_flush"),
@@ -125,6 +131,13 @@ impl ThreadMetrics {
 }
 
 impl ThreadSpansExec {
+    /// The plan keeping only the rows `rows` passes on its names, targets and depths (its other
+    /// fields do not apply to thread spans and must be empty).
+    pub(crate) fn with_row_filter(mut self, rows: RowFilter) -> Self {
+        self.rows = rows;
+        self
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         lake: Lake,
@@ -174,6 +187,7 @@ impl ThreadSpansExec {
             skip_corrupt_blocks: options.skip_corrupt_blocks,
             inflate_limit: options.max_inflated_bytes,
             prefetch_bytes: options.prefetch_bytes,
+            rows: RowFilter::all(),
             overlap,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -265,6 +279,7 @@ impl ExecutionPlan for ThreadSpansExec {
             skip_corrupt_blocks: self.skip_corrupt_blocks,
             inflate_limit: self.inflate_limit,
             prefetch_bytes: self.prefetch_bytes,
+            rows: self.rows.clone(),
             overlap: self.overlap,
             metrics: ThreadMetrics::new(&self.metrics, partition),
         };
@@ -295,6 +310,7 @@ struct PartitionReader {
     skip_corrupt_blocks: bool,
     inflate_limit: usize,
     prefetch_bytes: usize,
+    rows: RowFilter,
     overlap: TimeBounds,
     metrics: ThreadMetrics,
 }
@@ -337,7 +353,7 @@ impl PartitionReader {
         Fut: std::future::Future<Output = bool>,
     {
         let mut decoder = AsyncEventDecoder::new().with_inflate_limit(self.inflate_limit);
-        let mut rows = SpanRows::new(self.flavor);
+        let mut rows = SpanRows::new(self.flavor, self.rows.clone());
         for plan in &self.streams {
             let stream_id = plan.stream.stream_id.to_string();
             let thread_name = plan.thread_name();
@@ -447,6 +463,7 @@ impl PartitionReader {
                     let end = plan.reaches_stream_end;
                     self.close_chain(chain.take(), plan, &stream_id, &scopes, &mut rows, end)?;
                 }
+                self.metrics.rows_filtered.add(rows.take_filtered());
                 if rows.len() >= self.batch_size {
                     self.metrics.spans.add(rows.len());
                     if !send(rows.finish(&self.projection, &self.schema)?).await {
@@ -456,6 +473,7 @@ impl PartitionReader {
             }
             self.close_chain(chain.take(), plan, &stream_id, &scopes, &mut rows, false)?;
         }
+        self.metrics.rows_filtered.add(rows.take_filtered());
         if rows.len() > 0 {
             self.metrics.spans.add(rows.len());
             send(rows.finish(&self.projection, &self.schema)?).await;

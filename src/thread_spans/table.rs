@@ -7,6 +7,7 @@
 
 use super::columns::{Flavor, thread_spans_schema};
 use super::exec::{StreamPlan, ThreadSpansExec};
+use crate::format::RowFilter;
 use crate::lake::{BlockWindow, Lake};
 use crate::provider::{ScanCaches, ScanOptions, ScanPredicate, process_clock, tick_window};
 use crate::time_bounds::TimeBounds;
@@ -66,6 +67,16 @@ impl ThreadSpansTable {
         let refs = filter.column_refs();
         !refs.is_empty() && refs.iter().all(|c| c.name == "stream_id")
     }
+
+    /// Filters on `name`, `target` and `depth` alone: applied to the rows as they are built
+    /// (and by DataFusion again above), so that left-out spans are never built.
+    fn on_row_columns(filter: &Expr) -> bool {
+        let refs = filter.column_refs();
+        !refs.is_empty()
+            && refs
+                .iter()
+                .all(|c| matches!(c.name.as_str(), "name" | "target" | "depth"))
+    }
 }
 
 #[async_trait]
@@ -85,7 +96,7 @@ impl TableProvider for ThreadSpansTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if Self::on_stream_id(f) {
+                if Self::on_stream_id(f) || Self::on_row_columns(f) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -119,12 +130,21 @@ impl TableProvider for ThreadSpansTable {
             },
         };
         let now = state.execution_props().query_execution_start_time;
-        let stream_filters: Vec<Expr> = filters
+        // The filters taken (on `stream_id`, or on `name`, `target` and `depth` alone), read
+        // as the events scan reads them: streams, names, targets and depth ranges (what it
+        // cannot translate stays with DataFusion alone).
+        let pushed: Vec<Expr> = filters
             .iter()
-            .filter(|f| Self::on_stream_id(f))
+            .filter(|f| Self::on_stream_id(f) || Self::on_row_columns(f))
             .map(|f| unnormalize_col(f.clone()))
             .collect();
-        let (predicate, _) = ScanPredicate::from_filters(&stream_filters, now);
+        let (predicate, _) = ScanPredicate::from_filters(&pushed, now);
+        let rows = RowFilter {
+            depth: predicate.row.depth,
+            names: predicate.row.names.clone(),
+            targets: predicate.row.targets.clone(),
+            ..RowFilter::all()
+        };
         let only = match (only, predicate.streams) {
             (Some(one), Some(allowed)) => {
                 Some(one.into_iter().filter(|s| allowed.contains(s)).collect())
@@ -133,7 +153,10 @@ impl TableProvider for ThreadSpansTable {
             (None, Some(allowed)) => Some(allowed.into_iter().collect()),
             (None, None) => None,
         };
-        if predicate.impossible || only.as_ref().is_some_and(Vec::is_empty) {
+        if predicate.impossible
+            || rows.matches_nothing()
+            || only.as_ref().is_some_and(Vec::is_empty)
+        {
             let schema = Arc::new(self.schema().project(&projection)?);
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
@@ -178,21 +201,24 @@ impl TableProvider for ThreadSpansTable {
                 })
             })
             .collect();
-        Ok(Arc::new(ThreadSpansExec::new(
-            self.lake.clone(),
-            process_id,
-            clock,
-            plans,
-            state.config().target_partitions(),
-            self.flavor,
-            projection,
-            // micromegas's views return the whole blocks read; `thread_spans(pid, begin, end)`
-            // the spans overlapping its range, as `async_spans` does.
-            match self.flavor {
-                Flavor::Process => range,
-                Flavor::View | Flavor::ProcessSpans => TimeBounds::ALL,
-            },
-            &self.options,
-        )))
+        Ok(Arc::new(
+            ThreadSpansExec::new(
+                self.lake.clone(),
+                process_id,
+                clock,
+                plans,
+                state.config().target_partitions(),
+                self.flavor,
+                projection,
+                // micromegas's views return the whole blocks read; `thread_spans(pid, begin, end)`
+                // the spans overlapping its range, as `async_spans` does.
+                match self.flavor {
+                    Flavor::Process => range,
+                    Flavor::View | Flavor::ProcessSpans => TimeBounds::ALL,
+                },
+                &self.options,
+            )
+            .with_row_filter(rows),
+        ))
     }
 }
