@@ -313,6 +313,18 @@ async fn the_metadata_tables_read_every_schema_and_rows_written_twice_once() {
             blocks,
             "{shape:?}: every block joined with its stream and process"
         );
+        // jsonb_each of the process's properties: each property, as micromegas's notebooks
+        // read them.
+        let batches = ctx
+            .sql("SELECT key, jsonb_as_string(value) AS v FROM jsonb_each((SELECT properties FROM processes)) ORDER BY key")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        // `insert_raw` gives the process one property, version 1.2.
+        let want = ["version|1.2"];
+        assert_eq!(common::sql::lines(&batches), want, "{shape:?}");
     }
 }
 

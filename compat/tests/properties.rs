@@ -295,6 +295,44 @@ fn queries() -> Vec<String> {
     out
 }
 
+/// What running the same queries on both sessions found.
+struct Compared {
+    /// Queries both answered, alike.
+    compared: usize,
+    /// Rows of those answers.
+    values: usize,
+    /// Queries both refused: the query, our message, micromegas's.
+    refused: Vec<(String, String, String)>,
+}
+
+/// Runs each query on both sessions: the answers must be the same, or both must fail.
+async fn compare(ours: &SessionContext, theirs: &SessionContext, queries: &[String]) -> Compared {
+    let mut out = Compared {
+        compared: 0,
+        values: 0,
+        refused: Vec::new(),
+    };
+    for sql in queries {
+        match (answer(ours, sql).await, answer(theirs, sql).await) {
+            (Ok((a, n)), Ok((b, _))) => {
+                same(&a, &b, sql);
+                out.compared += 1;
+                out.values += n;
+            }
+            (Err(a), Err(b)) => out.refused.push((sql.clone(), a, b)),
+            (a, b) => panic!("{sql}\nours: {a:?}\nmicromegas: {b:?}"),
+        }
+    }
+    println!(
+        "{} of {} queries compared ({} rows), {} refused by both",
+        out.compared,
+        queries.len(),
+        out.values,
+        out.refused.len()
+    );
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn property_and_jsonb_functions_answer_as_micromegas_does() {
     let mut random = Random(0x5eed_1234_abcd_0001);
@@ -303,29 +341,18 @@ async fn property_and_jsonb_functions_answer_as_micromegas_does() {
     let ours = session(&batch, true);
     let theirs = session(&batch, false);
     let queries = queries();
-    let (mut compared, mut values, mut both_failed) = (0, 0, 0);
-    for sql in &queries {
-        match (answer(&ours, sql).await, answer(&theirs, sql).await) {
-            (Ok((a, n)), Ok((b, _))) => {
-                same(&a, &b, sql);
-                compared += 1;
-                values += n;
-            }
-            (Err(a), Err(b)) => {
-                // Only the malformed JSONPath is refused, by both for the same reason.
-                for message in [&a, &b] {
-                    assert!(message.contains("invalid JSONPath"), "{sql}: {message}");
-                }
-                both_failed += 1;
-            }
-            (a, b) => panic!("{sql}\nours: {a:?}\nmicromegas: {b:?}"),
+    let Compared {
+        compared,
+        values,
+        refused,
+    } = compare(&ours, &theirs, &queries).await;
+    // Only the malformed JSONPath is refused, by both for the same reason.
+    for (sql, a, b) in &refused {
+        for message in [a, b] {
+            assert!(message.contains("invalid JSONPath"), "{sql}: {message}");
         }
     }
-    println!(
-        "{compared} of {} queries compared ({values} rows), {both_failed} refused by both",
-        queries.len()
-    );
-    assert_eq!((compared, both_failed), (queries.len() - 1, 1));
+    assert_eq!((compared, refused.len()), (queries.len() - 1, 1));
     assert!(values >= 400 * (queries.len() - 3), "{values} rows");
 }
 
@@ -412,4 +439,52 @@ async fn our_jsonb_reads_back_in_micromegas() {
         same(&a, &b, key);
         assert_eq!(n, 400);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonb_table_functions_answer_as_micromegas_does() {
+    // jsonb_each and jsonb_array_elements over the same random properties, one row at a time
+    // (objects, their arrays, NULL rows), over many rows at once, and over literals; answers
+    // and refusals must agree.
+    let mut random = Random(0x5eed_1234_abcd_0003);
+    let rows = rows(&mut random, 60);
+    let batch = table(&rows, &mut random);
+    let ours = session(&batch, true);
+    let theirs = session(&batch, false);
+    let each =
+        |arg: &str| format!("SELECT key, jsonb_format_json(value) AS v FROM jsonb_each({arg})");
+    let elements = |arg: &str| {
+        format!("SELECT jsonb_format_json(value) AS v FROM jsonb_array_elements({arg})")
+    };
+    let mut queries = Vec::new();
+    for id in 0..rows.len() {
+        let object = format!("(SELECT pjsonb FROM t WHERE id = {id})");
+        let array = format!("(SELECT jsonb_get(pjsonb, 'arr') FROM t WHERE id = {id})");
+        queries.push(each(&object));
+        queries.push(each(&array));
+        queries.push(elements(&array));
+        queries.push(elements(&object));
+    }
+    for arg in [
+        "(SELECT pjsonb FROM t WHERE id < 20)",
+        "(SELECT pjsonb FROM t WHERE id < 0)",
+        "jsonb_parse('{\"a\": 1, \"b\": [1, 2], \"c\": {\"d\": null}}')",
+        "jsonb_parse('[1, \"x\", null, {\"k\": true}]')",
+        "jsonb_parse('3')",
+    ] {
+        queries.push(each(arg));
+        queries.push(elements(arg));
+    }
+    let Compared {
+        compared,
+        values,
+        refused,
+    } = compare(&ours, &theirs, &queries).await;
+    let both_failed = refused.len();
+    assert!(compared > rows.len() * 2, "{compared}");
+    assert!(values > 150, "{values} rows");
+    assert!(
+        both_failed >= rows.len() / 2,
+        "objects are not arrays: {both_failed}"
+    );
 }

@@ -15,6 +15,8 @@
 //! | `jsonb_format_json(jsonb)` | JSONB as JSON text |
 //! | `jsonb_parse(text)` | JSON text as JSONB (NULL when it is not JSON) |
 //! | `jsonb_path_query_first(jsonb, path)`, `jsonb_path_query(jsonb, path)` | the first match of a JSONPath, or all as an array |
+//! | `jsonb_each(jsonb)` (table) | `(key, value)` rows of a JSONB object's members or an array's elements ([`rows`](JsonbRows)) |
+//! | `jsonb_array_elements(jsonb)` (table) | `value` rows of a JSONB array's elements |
 //!
 //! `properties` may be this crate's `Map<Utf8, Utf8>`, micromegas's former
 //! `List<Struct<key, value>>` or micromegas 0.33's JSONB (`Binary`, the `jsonb` crate's
@@ -27,10 +29,12 @@
 
 mod columns;
 mod functions;
+mod rows;
 
 pub(crate) use columns::JsonbSets;
 pub use columns::jsonb_object;
 pub use functions::property_functions;
+pub use rows::{JsonbRows, JsonbRowsKind, jsonb_row_functions};
 
 use datafusion::prelude::SessionContext;
 
@@ -38,5 +42,8 @@ use datafusion::prelude::SessionContext;
 pub fn register_property_functions(ctx: &SessionContext) {
     for function in property_functions() {
         ctx.register_udf(function);
+    }
+    for (name, function) in jsonb_row_functions() {
+        ctx.register_udtf(name, function);
     }
 }
