@@ -71,6 +71,20 @@ const DOCS: &[FunctionDoc] = &[
         example: "SELECT stream_id, thread_name FROM thread_streams('<process_id>')",
     },
     FunctionDoc {
+        name: "jsonb_each",
+        arguments: "jsonb BINARY, or a subquery giving a column of JSONB values",
+        returns: "key, value (JSONB): an object's members, or an array's elements keyed by their \
+                  index",
+        example: "SELECT key, jsonb_format_json(value) FROM \
+                  jsonb_each(jsonb_parse('{\"version\": \"1.2\", \"ports\": [80, 443]}'))",
+    },
+    FunctionDoc {
+        name: "jsonb_array_elements",
+        arguments: "jsonb BINARY, or a subquery giving a column of JSONB values",
+        returns: "value (JSONB): an array's elements",
+        example: "SELECT jsonb_as_i64(value) FROM jsonb_array_elements(jsonb_parse('[80, 443]'))",
+    },
+    FunctionDoc {
         name: "perfetto_trace_chunks",
         arguments: "process_id VARCHAR, span_types VARCHAR ('thread', 'async' or 'both'), \
                     begin TIMESTAMP, end TIMESTAMP",

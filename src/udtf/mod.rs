@@ -156,7 +156,11 @@ impl TableFunctions {
             }
         }
         let functions = self.functions();
-        let names: Vec<&str> = functions.iter().map(|(name, _)| *name).collect();
+        // The JSONB table functions come with the property functions, below.
+        let jsonb = crate::properties::jsonb_row_functions();
+        let names: Vec<&str> = (functions.iter().chain(&jsonb))
+            .map(|(name, _)| *name)
+            .collect();
         // Built from constants and checked by the tests: it cannot fail at run time.
         if let Ok(table) = table_functions_table(&names) {
             let _ = ctx.register_table(TABLE_FUNCTIONS_TABLE, table);
