@@ -141,7 +141,10 @@ impl Reader {
             let Some(block) = self.blocks.pop_front() else {
                 return Ok(());
             };
-            if !self.ahead.admits(blob_bytes(&block)) {
+            // A reader holding nothing always fetches (whatever the budget's accounting says),
+            // so that it never waits for nothing.
+            let idle = self.pending.is_empty() && self.current.is_none();
+            if !idle && !self.ahead.admits(blob_bytes(&block)) {
                 self.blocks.push_front(block);
                 return Ok(());
             }
@@ -270,7 +273,11 @@ impl Reader {
                 ))
             })
         else {
-            return Ok(());
+            self.release(&current.block);
+            return Err(DataFusionError::Internal(format!(
+                "async_events: partition {} has no stream layout",
+                self.args.partition
+            )));
         };
         let block_id = current.block.block_id.to_string();
         let ids = BlockIds {
