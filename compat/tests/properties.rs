@@ -224,6 +224,16 @@ fn session(batch: &RecordBatch, ours: bool) -> SessionContext {
     ctx
 }
 
+/// `n` random rows from `seed`, with a session over them running our functions and one
+/// running micromegas's.
+fn sessions(seed: u64, n: usize) -> (Vec<Row>, SessionContext, SessionContext) {
+    let mut random = Random(seed);
+    let rows = rows(&mut random, n);
+    let batch = table(&rows, &mut random);
+    let (ours, theirs) = (session(&batch, true), session(&batch, false));
+    (rows, ours, theirs)
+}
+
 /// The answer to `sql` as text, or the error.
 async fn answer(ctx: &SessionContext, sql: &str) -> Result<(String, usize), String> {
     let batches = async { ctx.sql(sql).await?.collect().await }
@@ -335,11 +345,7 @@ async fn compare(ours: &SessionContext, theirs: &SessionContext, queries: &[Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn property_and_jsonb_functions_answer_as_micromegas_does() {
-    let mut random = Random(0x5eed_1234_abcd_0001);
-    let rows = rows(&mut random, 400);
-    let batch = table(&rows, &mut random);
-    let ours = session(&batch, true);
-    let theirs = session(&batch, false);
+    let (_, ours, theirs) = sessions(0x5eed_1234_abcd_0001, 400);
     let queries = queries();
     let Compared {
         compared,
@@ -358,11 +364,7 @@ async fn property_and_jsonb_functions_answer_as_micromegas_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_map_layout_answers_as_micromegas_on_the_same_list() {
-    let mut random = Random(0x5eed_1234_abcd_0002);
-    let rows = rows(&mut random, 400);
-    let batch = table(&rows, &mut random);
-    let ours = session(&batch, true);
-    let theirs = session(&batch, false);
+    let (_, ours, theirs) = sessions(0x5eed_1234_abcd_0002, 400);
     let mut compared = 0;
     let mut exprs = vec!["properties_length({})".to_owned()];
     exprs.extend(
@@ -446,11 +448,7 @@ async fn jsonb_table_functions_answer_as_micromegas_does() {
     // jsonb_each and jsonb_array_elements over the same random properties, one row at a time
     // (objects, their arrays, NULL rows), over many rows at once, and over literals; answers
     // and refusals must agree.
-    let mut random = Random(0x5eed_1234_abcd_0003);
-    let rows = rows(&mut random, 60);
-    let batch = table(&rows, &mut random);
-    let ours = session(&batch, true);
-    let theirs = session(&batch, false);
+    let (rows, ours, theirs) = sessions(0x5eed_1234_abcd_0003, 60);
     let each =
         |arg: &str| format!("SELECT key, jsonb_format_json(value) AS v FROM jsonb_each({arg})");
     let elements = |arg: &str| {

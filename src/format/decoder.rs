@@ -202,6 +202,21 @@ impl Streamed {
     }
 }
 
+/// One window of the objects buffer being walked (see [`AsyncEventDecoder::walk_windows`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window<'a> {
+    /// The block's dependencies buffer (`None`: left compressed).
+    pub dependencies: Option<&'a [u8]>,
+    /// The inflated window.
+    pub objects: &'a [u8],
+    /// Where in the window the walk goes on.
+    pub from: usize,
+    /// Whether more of the buffer follows the window.
+    pub more_input: bool,
+    /// The first walk of the block (its dependencies are read then).
+    pub first: bool,
+}
+
 /// Why [`AsyncEventDecoder::decode_inner`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stop {
@@ -468,7 +483,7 @@ impl AsyncEventDecoder {
         out: &mut EventBatchBuilder,
         max_rows: usize,
     ) -> FormatResult<DecodedPart> {
-        let Some(mut s) = self.streamed.take() else {
+        let Some(s) = &self.streamed else {
             return Err(FormatError::Metadata("no block was inflated".into()));
         };
         if from.offset != s.base + s.pos {
@@ -478,66 +493,41 @@ impl AsyncEventDecoder {
                 s.base + s.pos
             )));
         }
-        let frame = blob
-            .get(s.at.clone())
-            .ok_or_else(|| FormatError::Metadata("not the blob that was inflated".into()))?;
-        let mut objects = std::mem::take(&mut self.objects_buf);
-        let deps = std::mem::take(&mut self.dependencies_buf);
         let mut total: Option<DecodeSummary> = None;
-        let result = loop {
+        let next = self.walk_windows(blob, |decoder, window| {
             let part = Part {
-                from: s.pos,
+                from: window.from,
                 max_rows: max_rows.saturating_sub(total.map_or(0, |t| t.rows)),
-                start_block: !s.started,
-                more_input: !s.frame.is_done(),
+                start_block: window.first,
+                more_input: window.more_input,
             };
-            let deps = s.deps_len.map(|n| &deps[..n]);
-            let window = &objects[..s.len];
-            let decoded = self.decode_inner(layout, deps, window, ids, clock, filter, out, part);
-            let (summary, stop) = match decoded {
-                Ok(done) => done,
-                Err(e) => break Err(shifted(e, s.base)),
-            };
-            s.started = true;
+            let (deps, objects) = (window.dependencies, window.objects);
+            let (summary, stop) =
+                decoder.decode_inner(layout, deps, objects, ids, clock, filter, out, part)?;
             total = Some(total.map_or(summary, |t| t.then(summary)));
-            match stop {
-                Stop::End => break Ok(None),
-                Stop::Limit(at) => {
-                    s.pos = at;
-                    break Ok(Some(Resume {
-                        offset: s.base + at,
-                    }));
-                }
-                Stop::NeedMore(at) => {
-                    if let Err(e) = s.slide(frame, &mut objects, at) {
-                        break Err(e);
-                    }
-                }
-            }
-        };
-        self.objects_buf = objects;
-        self.dependencies_buf = deps;
-        let next = result?;
-        if next.is_some() {
-            self.streamed = Some(s);
-        }
+            Ok(stop)
+        })?;
         let summary = total.unwrap_or(DecodeSummary {
             time_ordered: true,
             ..DecodeSummary::default()
         });
-        Ok(DecodedPart { summary, next })
+        Ok(DecodedPart {
+            summary,
+            next: next.map(|offset| Resume { offset }),
+        })
     }
 
     /// Runs `walk` over the objects of the blob last [`inflate`](Self::inflate)d (`blob`), a
-    /// window at a time: `walk(decoder, dependencies, window, from, more_input)` reads the
-    /// records of `window` from byte `from` and says where it stopped; at
-    /// [`Stop::NeedMore`] the window moves on and `walk` goes on from the cut record. Error
-    /// offsets are made ones of the whole buffer.
+    /// window at a time: `walk` reads the records of a [`Window`] from its `from` and says where
+    /// it stopped. At [`Stop::NeedMore`] the window moves on and `walk` goes on from the cut
+    /// record; at [`Stop::Limit`] the walk is kept for the next call, which goes on there, and
+    /// its offset in the whole buffer is returned; at [`Stop::End`] the blob is done (`None`).
+    /// Error offsets are made ones of the whole buffer.
     pub(super) fn walk_windows(
         &mut self,
         blob: &[u8],
-        mut walk: impl FnMut(&mut Self, Option<&[u8]>, &[u8], usize, bool) -> FormatResult<Stop>,
-    ) -> FormatResult<()> {
+        mut walk: impl FnMut(&mut Self, Window<'_>) -> FormatResult<Stop>,
+    ) -> FormatResult<Option<usize>> {
         let Some(mut s) = self.streamed.take() else {
             return Err(FormatError::Metadata("no block was inflated".into()));
         };
@@ -547,19 +537,34 @@ impl AsyncEventDecoder {
         let mut objects = std::mem::take(&mut self.objects_buf);
         let deps = std::mem::take(&mut self.dependencies_buf);
         let result = loop {
-            let d = s.deps_len.map(|n| &deps[..n]);
-            match walk(self, d, &objects[..s.len], s.pos, !s.frame.is_done()) {
+            let window = Window {
+                dependencies: s.deps_len.map(|n| &deps[..n]),
+                objects: &objects[..s.len],
+                from: s.pos,
+                more_input: !s.frame.is_done(),
+                first: !s.started,
+            };
+            let stop = walk(self, window);
+            s.started = true;
+            match stop {
                 Ok(Stop::NeedMore(at)) => {
                     if let Err(e) = s.slide(frame, &mut objects, at) {
                         break Err(e);
                     }
                 }
-                Ok(Stop::End | Stop::Limit(_)) => break Ok(()),
+                Ok(Stop::Limit(at)) => {
+                    s.pos = at;
+                    break Ok(Some(s.base + at));
+                }
+                Ok(Stop::End) => break Ok(None),
                 Err(e) => break Err(shifted(e, s.base)),
             }
         };
         self.objects_buf = objects;
         self.dependencies_buf = deps;
+        if let Ok(Some(_)) = result {
+            self.streamed = Some(s);
+        }
         result
     }
 

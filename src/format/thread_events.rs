@@ -91,21 +91,20 @@ impl AsyncEventDecoder {
         // never held whole.
         self.inflate(blob, true)?;
         let mut summary = ThreadDecodeSummary::default();
-        let mut first = true;
-        self.walk_windows(blob, |decoder, deps, window, from, more_input| {
-            if std::mem::take(&mut first) {
-                decoder
-                    .dependencies
-                    .read(layout, deps.unwrap_or_default())?;
+        self.walk_windows(blob, |decoder, window| {
+            if window.first {
+                let deps = window.dependencies.unwrap_or_default();
+                decoder.dependencies.read(layout, deps)?;
                 decoder.thread_scopes.descriptions.clear();
                 decoder.thread_scopes.named.clear();
             }
             let walk = Walk {
-                from,
-                more_input,
+                from: window.from,
+                more_input: window.more_input,
                 object_offset,
             };
-            decoder.walk_thread_events(layout, window, walk, clock, &mut sink, &mut summary)
+            let objects = window.objects;
+            decoder.walk_thread_events(layout, objects, walk, clock, &mut sink, &mut summary)
         })?;
         Ok(summary)
     }

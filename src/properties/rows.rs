@@ -123,20 +123,19 @@ impl JsonbRowsTable {
             let jsonb = jsonb_values(name, column)?;
             for row in (0..jsonb.len()).filter(|&row| jsonb.is_valid(row)) {
                 let raw = RawJsonb::new(jsonb.value(row));
-                let members = match self.kind {
-                    JsonbRowsKind::Each => raw.object_each().map_err(Some),
-                    JsonbRowsKind::ArrayElements => Err(None),
-                };
-                match members {
-                    Ok(Some(members)) => {
-                        for (key, value) in members {
-                            keys.append_value(key);
-                            values.append_value(value.as_ref());
+                // An object's members (for `jsonb_each`); otherwise an array's elements.
+                if self.kind == JsonbRowsKind::Each {
+                    match raw.object_each() {
+                        Ok(Some(members)) => {
+                            for (key, value) in members {
+                                keys.append_value(key);
+                                values.append_value(value.as_ref());
+                            }
+                            continue;
                         }
-                        continue;
+                        Ok(None) => {}
+                        Err(e) => return bad_jsonb(name, row, e),
                     }
-                    Err(Some(e)) => return bad_jsonb(name, row, e),
-                    Ok(None) | Err(None) => {}
                 }
                 match raw.array_values() {
                     Ok(Some(elements)) => {
