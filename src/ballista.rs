@@ -25,7 +25,8 @@
 //! concurrently) and the stages above it are spread over the task slots as usual. Ballista's
 //! adaptive planner drops the session's physical optimizer rules, so it is turned off.
 //!
-//! What runs: `async_events(...)`, `async_spans(...)` and `view_instance(...)` of either.
+//! What runs: `async_events(...)`, `async_spans(...)`, `thread_spans(...)`,
+//! `process_spans(...)` and `view_instance(...)` of each, and the property and JSONB functions.
 //! What does not: `thread_streams(pid)` and the metadata tables
 //! ([`register_metadata_tables`](crate::register_metadata_tables)): their table providers have
 //! no codec, so a plan reading them fails when the client encodes it.
@@ -38,8 +39,10 @@
 
 use crate::codec::AsyncEventsCodec;
 use crate::lake::{Lake, LakeRegistry};
+use crate::properties::property_functions;
 use crate::provider::{AsyncEventsExec, AsyncEventsTable, ScanOptions};
 use crate::spans::{AsyncSpansExec, AsyncSpansTable};
+use crate::thread_spans::{ProcessSpansTable, ThreadSpansExec, ThreadSpansTable};
 use ::ballista::prelude::{SessionConfigExt, SessionContextExt};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -78,13 +81,27 @@ const ONE_TASK: &[u8] = b"\0async_events:one_task:1\0";
 
 /// Whether [`AsyncEventsCodec`] encodes this plan node.
 fn is_our_node(node: &dyn ExecutionPlan) -> bool {
-    node.is::<AsyncEventsExec>() || node.is::<AsyncSpansExec>()
+    node.is::<AsyncEventsExec>() || node.is::<AsyncSpansExec>() || node.is::<ThreadSpansExec>()
 }
 
 /// Whether [`AsyncEventsCodec`] encodes this table.
 fn is_our_table(table: &dyn TableProvider) -> bool {
     table.downcast_ref::<AsyncEventsTable>().is_some()
         || table.downcast_ref::<AsyncSpansTable>().is_some()
+        || table.downcast_ref::<ThreadSpansTable>().is_some()
+        || table.downcast_ref::<ProcessSpansTable>().is_some()
+}
+
+/// This crate's property and JSONB functions by name (they carry no state), else `inner`'s.
+fn decode_udf(
+    name: &str,
+    buf: &[u8],
+    inner: impl FnOnce(&str, &[u8]) -> Result<Arc<ScalarUDF>>,
+) -> Result<Arc<ScalarUDF>> {
+    match property_functions().into_iter().find(|f| f.name() == name) {
+        Some(f) => Ok(Arc::new(f)),
+        None => inner(name, buf),
+    }
 }
 
 /// What `encode` writes, behind [`PREFIX`].
@@ -95,8 +112,9 @@ fn prefixed(buf: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) 
     Ok(())
 }
 
-/// Ballista's logical codec with `async_events` and `async_spans` tables added (behind
-/// [`PREFIX`]); everything else goes to the wrapped codec.
+/// Ballista's logical codec with `async_events`, `async_spans`, `thread_spans` and
+/// `process_spans` tables (behind [`PREFIX`]) and the property functions added; everything else
+/// goes to the wrapped codec.
 #[derive(Debug, Clone)]
 pub struct LogicalCodec {
     inner: Arc<dyn LogicalExtensionCodec>,
@@ -160,8 +178,9 @@ impl LogicalExtensionCodec for LogicalCodec {
             .try_encode_table_provider(table_ref, node, buf)
             .map_err(|e| {
                 e.context(format!(
-                    "table {table_ref} has no codec: of this crate's tables, only async_events \
-                     and async_spans tables can be sent to a Ballista scheduler"
+                    "table {table_ref} has no codec: of this crate's tables, only async_events, \
+                     async_spans, thread_spans and process_spans tables can be sent to a \
+                     Ballista scheduler"
                 ))
             })
     }
@@ -183,7 +202,7 @@ impl LogicalExtensionCodec for LogicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        self.inner.try_decode_udf(name, buf)
+        decode_udf(name, buf, |name, buf| self.inner.try_decode_udf(name, buf))
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
@@ -223,8 +242,9 @@ impl LogicalExtensionCodec for LogicalCodec {
     }
 }
 
-/// Ballista's physical codec with `async_events` scans and `async_spans` pairings (behind
-/// [`PREFIX`]) and [`OneTaskExec`] added; everything else goes to the wrapped codec.
+/// Ballista's physical codec with `async_events` scans, `async_spans` pairings and
+/// `thread_spans` plans (behind [`PREFIX`]), [`OneTaskExec`] and the property functions added;
+/// everything else goes to the wrapped codec.
 #[derive(Debug, Clone)]
 pub struct PhysicalCodec {
     inner: Arc<dyn PhysicalExtensionCodec>,
@@ -289,7 +309,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        self.inner.try_decode_udf(name, buf)
+        decode_udf(name, buf, |name, buf| self.inner.try_decode_udf(name, buf))
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
@@ -348,7 +368,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
 }
 
 /// A physical optimizer rule for the scheduler of a Ballista cluster: each `async_events` scan
-/// of more than one partition is put under a [`OneTaskExec`], so that one Ballista task reads
+/// (and each `thread_spans` plan) of more than one partition is put under a [`OneTaskExec`], so that one Ballista task reads
 /// the whole scan (see the module docs for why). The rows are the same; the operators above see
 /// one partition. The scan of an `async_spans` pairing is left alone: the pairing has one
 /// partition and reads all of its scan's.
@@ -371,7 +391,7 @@ impl PhysicalOptimizerRule for ScanInOneTask {
                 // One partition already, which reads every partition of its scan itself.
                 return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
             }
-            if node.downcast_ref::<AsyncEventsExec>().is_none()
+            if !(node.is::<AsyncEventsExec>() || node.is::<ThreadSpansExec>())
                 || node.output_partitioning().partition_count() <= 1
             {
                 return Ok(Transformed::no(node));

@@ -5,7 +5,8 @@
 //! and the block pruning run there) and datafusion-distributed cuts the physical plan into
 //! stages run by tasks on workers. This module gives it what it needs to spread a scan:
 //!
-//! - [`AsyncEventsCodec`] on both sides, so a scan and a span pairing travel as data;
+//! - [`AsyncEventsCodec`] on both sides, so a scan, a span pairing and thread spans travel as
+//!   data;
 //! - a task count for a scan: one task per [`DistributedScanOptions::blocks_per_task`] blocks
 //!   (capped by datafusion-distributed at the number of workers), and exactly one for the
 //!   operators that must see every event of the process (`async_spans`' pairing, the Perfetto
@@ -13,7 +14,10 @@
 //!   execution;
 //! - the scan cut for those tasks ([`AsyncEventsExec::task_variants`]): each task reads an equal
 //!   share of the events (or of the blocks: [`DistributedScanOptions::block_cost_events`]), as
-//!   contiguous runs of the streams' blocks in time order.
+//!   contiguous runs of the streams' blocks in time order;
+//! - thread spans (`thread_spans`, the thread rows of `process_spans`) cut by stream: a task per
+//!   [`DistributedScanOptions::blocks_per_task`] blocks, at most one per thread stream, each
+//!   stream read whole by one task (a thread's scopes pair across its blocks).
 //!
 //! A worker executes the scans it receives on the lake it opened under the same URLs: register
 //! the lake in the worker process ([`LakeRegistry::global`](crate::lake::LakeRegistry::global)`().add(&lake)` or
@@ -25,6 +29,7 @@ use crate::predicate_fixes::PredicateFixes;
 use crate::properties::property_functions;
 use crate::provider::AsyncEventsExec;
 use crate::spans::AsyncSpansExec;
+use crate::thread_spans::ThreadSpansExec;
 use async_trait::async_trait;
 use datafusion::common::{DataFusionError, Result, extensions_options};
 use datafusion::config::ConfigExtension;
@@ -59,8 +64,9 @@ impl ConfigExtension for DistributedScanOptions {
 }
 
 /// How many tasks a node of this crate runs on: a scan asks for one per
-/// [`DistributedScanOptions::blocks_per_task`] blocks; a pairing of spans (or the Perfetto trace
-/// built on it) must run in one task. Other nodes are left to other handlers.
+/// [`DistributedScanOptions::blocks_per_task`] blocks; thread spans as many, but at most one per
+/// thread stream (a thread's scopes pair in one task); a pairing of async spans (or the Perfetto
+/// trace built on it) must run in one task. Other nodes are left to other handlers.
 pub fn desired_task_count(
     event: DesiredTaskCountEvent,
 ) -> Option<Result<DesiredTaskCountEventResponse>> {
@@ -68,8 +74,13 @@ pub fn desired_task_count(
     if plan.downcast_ref::<AsyncSpansExec>().is_some() || is_perfetto(plan) {
         return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
     }
-    let scan = plan.downcast_ref::<AsyncEventsExec>()?;
     let per_task = options(event.session_config).blocks_per_task.max(1);
+    if let Some(threads) = plan.downcast_ref::<ThreadSpansExec>() {
+        // A thread's scopes pair in one task: at most a task per stream.
+        let tasks = threads.blocks().div_ceil(per_task).min(threads.streams());
+        return Some(Ok(DesiredTaskCountEventResponse::desired(tasks.max(1))));
+    }
+    let scan = plan.downcast_ref::<AsyncEventsExec>()?;
     let tasks = scan.planned_blocks().div_ceil(per_task).max(1);
     Some(Ok(DesiredTaskCountEventResponse::desired(tasks)))
 }
@@ -93,21 +104,29 @@ fn is_perfetto(_plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// Cuts a scan for `event.task_count` tasks ([`AsyncEventsExec::task_variants`]), each with about
-/// `target_partitions` partitions of its own.
+/// `target_partitions` partitions of its own; thread spans are cut by stream, each stream read
+/// whole by one task.
 pub fn scale_up_scan(event: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
-    let scan = event.plan.downcast_ref::<AsyncEventsExec>()?;
     if event.task_count <= 1 {
         return None;
     }
-    let block_cost = options(event.session_config).block_cost_events;
-    let variants = scan
-        .task_variants(
-            event.task_count,
-            event.session_config.target_partitions(),
-            block_cost,
-        )
-        .into_iter()
-        .map(|v| Arc::new(v) as Arc<dyn ExecutionPlan>);
+    let target_partitions = event.session_config.target_partitions();
+    let variants: Vec<Arc<dyn ExecutionPlan>> =
+        if let Some(threads) = event.plan.downcast_ref::<ThreadSpansExec>() {
+            (threads
+                .task_variants(event.task_count, target_partitions)
+                .into_iter())
+            .map(|v| Arc::new(v) as _)
+            .collect()
+        } else {
+            let scan = event.plan.downcast_ref::<AsyncEventsExec>()?;
+            let block_cost = options(event.session_config).block_cost_events;
+            (scan
+                .task_variants(event.task_count, target_partitions, block_cost)
+                .into_iter())
+            .map(|v| Arc::new(v) as _)
+            .collect()
+        };
     Some(
         DistributedLeafExec::try_new(event.plan.clone(), variants)
             .map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))),

@@ -61,8 +61,9 @@ fn single_i64(batches: &[RecordBatch]) -> i64 {
 }
 
 /// The query goes through Ballista (the client's plan is a `DistributedQueryExec`), and in the
-/// stages the scheduler planned every scan is read by one task: under a `OneTaskExec`, or under
-/// the `async_spans` pairing, which reads all of its scan's partitions.
+/// stages the scheduler planned every scan (of events or of thread spans) is read by one task:
+/// under a `OneTaskExec`, under the `async_spans` pairing, which reads all of its scan's
+/// partitions, or alone when it has one partition.
 async fn assert_distributed(ctx: &SessionContext, sql: &str) {
     let plan = ctx
         .sql(sql)
@@ -79,13 +80,22 @@ async fn assert_distributed(ctx: &SessionContext, sql: &str) {
         .unwrap_or_else(|| panic!("no distributed plan in {explained:?}"));
     let stage_lines: Vec<&str> = stages.lines().collect();
     let scans: Vec<usize> = (0..stage_lines.len())
-        .filter(|&i| stage_lines[i].trim_start().starts_with("AsyncEventsExec"))
+        .filter(|&i| {
+            let line = stage_lines[i].trim_start();
+            line.starts_with("AsyncEventsExec") || line.starts_with("ThreadSpansExec")
+        })
         .collect();
     assert!(!scans.is_empty(), "{stages}");
     for i in scans {
-        let above = stage_lines[i - 1].trim_start();
+        // The operator above, past DataFusion's cooperative-scheduling wrappers.
+        let above = (stage_lines[..i].iter().rev())
+            .map(|l| l.trim_start())
+            .find(|l| !l.starts_with("CooperativeExec"))
+            .unwrap_or_default();
         assert!(
-            above.starts_with("OneTaskExec") || above.starts_with("AsyncSpansExec"),
+            above.starts_with("OneTaskExec")
+                || above.starts_with("AsyncSpansExec")
+                || stage_lines[i].split(", ").any(|f| f == "partitions=1"),
             "{sql}\n{stages}"
         );
     }
@@ -173,6 +183,44 @@ async fn queries_give_the_same_rows_under_ballista_standalone() {
         let want = lines(&query(&local, &sql).await);
         assert_eq!(want.len(), 17, "{sql}");
         assert_eq!(lines(&query(&distributed, &sql).await), want, "{sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_and_process_spans_give_the_same_rows_under_ballista_standalone() {
+    let (_t, pid, local, distributed) = sessions().await;
+    let streams = lines(
+        &query(
+            &local,
+            &format!("SELECT stream_id FROM thread_streams('{pid}') ORDER BY stream_id"),
+        )
+        .await,
+    );
+    assert_eq!(streams.len(), 2);
+    let cases = [
+        format!("SELECT * FROM thread_spans('{pid}')"),
+        format!(
+            "SELECT name, depth, count(*), sum(duration) FROM thread_spans('{pid}') \
+             WHERE depth >= 1 GROUP BY name, depth"
+        ),
+        format!(
+            "SELECT * FROM view_instance('thread_spans', '{}')",
+            streams[0]
+        ),
+        format!("SELECT * FROM process_spans('{pid}', 'both')"),
+        format!("SELECT * FROM process_spans('{pid}', 'async')"),
+        // The async rows' properties go through properties_to_jsonb on the executor.
+        format!(
+            "SELECT thread_name, count(*), sum(duration), count(properties) \
+             FROM view_instance('process_spans', '{pid}') GROUP BY thread_name"
+        ),
+    ];
+    for sql in &cases {
+        assert_distributed(&distributed, sql).await;
+        let want = sorted_lines(&query(&local, sql).await);
+        assert!(!want.is_empty(), "{sql}");
+        let got = sorted_lines(&query(&distributed, sql).await);
+        assert_eq!(got, want, "{sql}");
     }
 }
 

@@ -113,6 +113,46 @@ async fn plans_survive_encode_and_decode_with_the_same_results() {
 }
 
 #[tokio::test]
+async fn thread_span_plans_survive_encode_and_decode_and_run_where_only_the_lake_is() {
+    let rec = recording();
+    let t = open(Backend::Sqlite).await;
+    store(&t.lake, &rec).await;
+    let pid = rec.process.process_id;
+    let planner = context_with(&t.lake, SessionConfig::new().with_target_partitions(2));
+    // The executing session opened the same lake itself (another pool, same URLs).
+    let reopened = datafusion_async_events::Lake::embedded(t.dir.path())
+        .await
+        .unwrap();
+    let worker = context_with(&reopened, SessionConfig::new());
+    let thread = rec
+        .streams
+        .iter()
+        .find(|s| s.tags.iter().any(|t| t == "cpu"));
+    let cases = [
+        format!("SELECT * FROM thread_spans('{pid}')"),
+        // Row filters and a projection travel with the plan.
+        format!(
+            "SELECT name, depth, count(*), sum(duration) FROM thread_spans('{pid}') \
+             WHERE depth BETWEEN 1 AND 2 GROUP BY name, depth"
+        ),
+        format!(
+            "SELECT id, parent, begin, \"end\" FROM view_instance('thread_spans', '{}')",
+            thread.unwrap().stream_id
+        ),
+        // Thread rows and async rows: a union of both plans.
+        format!("SELECT * FROM process_spans('{pid}', 'both')"),
+    ];
+    for sql in cases {
+        let (text, decoded) = round_trip(&planner, &sql).await;
+        assert!(text.contains("ThreadSpansExec"), "{text}");
+        let want = sorted_lines(&query(&planner, &sql).await);
+        assert!(!want.is_empty(), "{sql}");
+        let got = collect(decoded, worker.task_ctx()).await.unwrap();
+        assert_eq!(sorted_lines(&got), want, "{sql}");
+    }
+}
+
+#[tokio::test]
 async fn a_decoded_plan_runs_in_a_session_that_only_registered_the_lake() {
     let rec = recording();
     let t = open(Backend::Sqlite).await;
@@ -140,11 +180,23 @@ async fn the_table_survives_a_logical_round_trip() {
     store(&t.lake, &rec).await;
     let pid = rec.process.process_id;
     let ctx = context_with(&t.lake, SessionConfig::new());
+    let thread = (rec.streams.iter())
+        .find(|s| s.tags.iter().any(|t| t == "cpu"))
+        .unwrap()
+        .stream_id;
     for sql in [
         format!("SELECT name, count(*) FROM async_events('{pid}') WHERE depth = 1 GROUP BY name"),
         format!(
             "SELECT name, count(*), max(duration), sum(CAST(finished AS INT)) \
              FROM async_spans('{pid}') WHERE depth = 1 GROUP BY name"
+        ),
+        format!("SELECT name, count(*) FROM thread_spans('{pid}') WHERE depth = 1 GROUP BY name"),
+        format!("SELECT count(*) FROM view_instance('thread_spans', '{thread}')"),
+        format!(
+            "SELECT thread_name, count(*) FROM process_spans('{pid}', 'both') GROUP BY thread_name"
+        ),
+        format!(
+            "SELECT thread_name, count(*) FROM process_spans('{pid}', 'async') GROUP BY thread_name"
         ),
     ] {
         let plan = ctx.sql(&sql).await.unwrap().logical_plan().clone();

@@ -14,6 +14,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_async_events::distributed::LocalCluster;
 use datafusion_async_events::provider::AsyncEventsExec;
+use datafusion_async_events::thread_spans::ThreadSpansExec;
 use datafusion_distributed::{
     DistributedLeafExec, DistributedMetricsFormat, display_plan_ascii,
     rewrite_distributed_plan_with_metrics,
@@ -52,6 +53,34 @@ fn collect_nodes<'a>(plan: &'a Arc<dyn ExecutionPlan>, out: &mut Vec<&'a Arc<dyn
     for child in plan.children() {
         collect_nodes(child, out);
     }
+}
+
+/// The first `DistributedLeafExec` of a plan: its original node and its task variants.
+fn leaf_of(plan: &Arc<dyn ExecutionPlan>) -> (Arc<dyn ExecutionPlan>, Vec<Arc<dyn ExecutionPlan>>) {
+    let mut nodes = Vec::new();
+    collect_nodes(plan, &mut nodes);
+    let leaf = nodes
+        .iter()
+        .find_map(|n| n.downcast_ref::<DistributedLeafExec>())
+        .unwrap_or_else(|| {
+            panic!(
+                "no DistributedLeafExec in\n{}",
+                display_plan_ascii(plan.as_ref(), false)
+            )
+        });
+    (leaf.original().clone(), leaf.variants().to_vec())
+}
+
+/// Runs `plan` and checks that rows went through network boundaries from `tasks` tasks.
+async fn assert_ran_on_workers(plan: Arc<dyn ExecutionPlan>, ctx: &SessionContext, tasks: usize) {
+    let batches = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+    assert!(batches.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+    let plan = rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::Aggregated)
+        .await
+        .unwrap();
+    let text = display_plan_ascii(plan.as_ref(), true);
+    assert!(text.contains("bytes_transferred="), "{text}");
+    assert!(text.contains(&format!("tasks={tasks}")), "{text}");
 }
 
 /// The query shapes of the README and the tests, each with a total order where it has a LIMIT.
@@ -105,6 +134,18 @@ fn shapes(pid: &str) -> Vec<String> {
         format!("SELECT * FROM thread_spans('{pid}')"),
         format!(
             "SELECT name, depth, count(*), sum(duration) FROM thread_spans('{pid}') GROUP BY name, depth"
+        ),
+        format!(
+            "SELECT name, depth, count(*), max(duration) FROM thread_spans('{pid}') \
+             WHERE depth >= 1 AND name <> '' GROUP BY name, depth"
+        ),
+        // Thread rows below a union with the async rows: both sides run on the workers.
+        format!("SELECT * FROM process_spans('{pid}', 'both')"),
+        format!("SELECT * FROM process_spans('{pid}', 'thread')"),
+        format!("SELECT * FROM process_spans('{pid}', 'async')"),
+        format!(
+            "SELECT thread_name, depth, count(*), sum(duration) \
+             FROM view_instance('process_spans', '{pid}') GROUP BY thread_name, depth"
         ),
         format!("SELECT exe, count(*) FROM processes GROUP BY exe"),
         format!("SELECT count(*) FROM blocks WHERE process_id = '{pid}'"),
@@ -170,7 +211,18 @@ async fn every_query_shape_gives_the_answers_of_local_execution() {
 async fn check_shapes(local: &SessionContext, cluster: &SessionContext, rec: &Recording) {
     let pid = rec.process.process_id.to_string();
     let lints = datafusion_async_events::lints::lints(rec.process.process_id, None, None);
-    for sql in shapes(&pid) {
+    let mut all = shapes(&pid);
+    // micromegas's view of one thread: the one with the most spans (some threads of the tokio
+    // program enter no scope).
+    let busiest = format!(
+        "SELECT stream_id FROM thread_spans('{pid}') GROUP BY stream_id \
+         ORDER BY count(*) DESC, stream_id LIMIT 1"
+    );
+    let thread = lines(&query(local, &busiest).await).remove(0);
+    all.push(format!(
+        "SELECT * FROM view_instance('thread_spans', '{thread}')"
+    ));
+    for sql in all {
         let want = query(local, &sql).await;
         let rows: usize = want.iter().map(|b| b.num_rows()).sum();
         // A lint may find nothing in a workload; every other shape has rows.
@@ -190,24 +242,13 @@ async fn the_scan_is_spread_over_tasks_with_equal_shares() {
     let pid = rec.process.process_id;
     let sql = format!("SELECT name, count(*) FROM async_events('{pid}') GROUP BY name");
     let plan = physical_plan(&ctx, &sql).await;
-    let mut nodes = Vec::new();
-    collect_nodes(&plan, &mut nodes);
-    let leaf = nodes
-        .iter()
-        .find_map(|n| n.downcast_ref::<DistributedLeafExec>())
-        .unwrap_or_else(|| {
-            panic!(
-                "no DistributedLeafExec in\n{}",
-                display_plan_ascii(plan.as_ref(), false)
-            )
-        });
-    let variants = leaf.variants();
+    let (original, variants) = leaf_of(&plan);
     assert_eq!(
         variants.len(),
         WORKERS,
         "one task per worker (30 blocks, 4 per task)"
     );
-    let original = leaf.original().downcast_ref::<AsyncEventsExec>().unwrap();
+    let original = original.downcast_ref::<AsyncEventsExec>().unwrap();
     let events =
         |scan: &AsyncEventsExec| -> u64 { scan.partition_sizes().iter().map(|p| p.1).sum() };
     let shares: Vec<u64> = variants
@@ -226,14 +267,51 @@ async fn the_scan_is_spread_over_tasks_with_equal_shares() {
     assert!(max - min <= largest_block, "{shares:?}");
 
     // It ran on the workers: rows went through the network boundaries.
-    let batches = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
-    assert!(!batches.is_empty());
-    let plan = rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::Aggregated)
-        .await
-        .unwrap();
-    let text = display_plan_ascii(plan.as_ref(), true);
-    assert!(text.contains("bytes_transferred="), "{text}");
-    assert!(text.contains(&format!("tasks={WORKERS}")), "{text}");
+    assert_ran_on_workers(plan, &ctx, WORKERS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_spans_are_spread_over_tasks_by_stream() {
+    let (t, rec, ctx) = recorded_on_cluster().await;
+    let pid = rec.process.process_id;
+    let sql = format!("SELECT name, count(*) FROM thread_spans('{pid}') GROUP BY name");
+    let local = context_with(&t.lake, SessionConfig::new().with_target_partitions(2));
+    let want = sorted_lines(&query(&local, &sql).await);
+    let plan = physical_plan(&ctx, &sql).await;
+    let text = display_plan_ascii(plan.as_ref(), false);
+    let (original, variants) = leaf_of(&plan);
+    let original = original.downcast_ref::<ThreadSpansExec>().unwrap();
+    let shapes: Vec<(usize, usize, usize)> = (variants.iter())
+        .map(|v| {
+            let v = v.downcast_ref::<ThreadSpansExec>().unwrap();
+            (
+                v.streams(),
+                v.blocks(),
+                v.properties().partitioning.partition_count(),
+            )
+        })
+        .collect();
+    // Three thread streams of ten blocks, four blocks a task: a task per stream, one partition
+    // each (datafusion-distributed requires as many in every variant).
+    assert_eq!(original.streams(), 3);
+    assert_eq!(shapes.len(), 3, "{text}");
+    assert!(shapes.iter().all(|&(s, _, p)| s == 1 && p == 1), "{text}");
+    assert_eq!(shapes.iter().map(|s| s.1).sum::<usize>(), original.blocks());
+    assert_ran_on_workers(plan, &ctx, 3).await;
+    assert_eq!(sorted_lines(&query(&ctx, &sql).await), want);
+
+    // Two tasks for three streams: one task reads two, the other one and an empty partition.
+    query(&ctx, "SET async_events_distributed.blocks_per_task = 15").await;
+    let (_, variants) = leaf_of(&physical_plan(&ctx, &sql).await);
+    let mut shapes: Vec<(usize, usize)> = (variants.iter())
+        .map(|v| {
+            let v = v.downcast_ref::<ThreadSpansExec>().unwrap();
+            (v.streams(), v.properties().partitioning.partition_count())
+        })
+        .collect();
+    shapes.sort_unstable();
+    assert_eq!(shapes, [(1, 2), (2, 2)]);
+    assert_eq!(sorted_lines(&query(&ctx, &sql).await), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,9 @@
 //! conversion from and to the crate's plan data. Nothing decoded is trusted: ids, indices and
 //! bounds are checked, and bad bytes are an error.
 
-use crate::format::{EventType, RowFilter};
+use crate::format::{EventType, RowFilter, TickConverter};
 use crate::lake::{BlockRecord, LakeLocation};
-use crate::provider::{ScanOptions, ScanPredicate};
+use crate::provider::{ClockParams, ScanOptions, ScanPredicate};
 use crate::time_bounds::TimeBounds;
 use chrono::DateTime;
 use datafusion::common::{DataFusionError, Result};
@@ -62,6 +62,15 @@ pub(super) struct TableProto {
     /// `async_spans` rather than `async_events`.
     #[prost(bool, tag = "6")]
     pub spans: bool,
+    /// A `thread_spans` table of this flavor (see `ThreadSpansProto::flavor`).
+    #[prost(uint32, optional, tag = "7")]
+    pub thread_flavor: Option<u32>,
+    /// The thread spans of one stream, whose id is in `process_id`.
+    #[prost(bool, tag = "8")]
+    pub of_stream: bool,
+    /// A `process_spans` table: 1 thread spans, 2 async spans, 3 both.
+    #[prost(uint32, optional, tag = "9")]
+    pub span_types: Option<u32>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -206,10 +215,72 @@ pub(super) struct SpansProto {
     pub input_ordered: bool,
 }
 
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct PropertyProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// One thread stream a `ThreadSpansExec` reads: its record and blocks in recording order.
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct ThreadStreamProto {
+    #[prost(message, optional, tag = "1")]
+    pub stream: Option<StreamProto>,
+    #[prost(string, repeated, tag = "2")]
+    pub tags: Vec<String>,
+    #[prost(message, repeated, tag = "3")]
+    pub properties: Vec<PropertyProto>,
+    #[prost(message, repeated, tag = "4")]
+    pub blocks: Vec<BlockProto>,
+    #[prost(bool, tag = "5")]
+    pub reaches_stream_end: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct ThreadPartitionProto {
+    #[prost(message, repeated, tag = "1")]
+    pub streams: Vec<ThreadStreamProto>,
+}
+
+/// A `ThreadSpansExec`.
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct ThreadSpansProto {
+    #[prost(message, optional, tag = "1")]
+    pub location: Option<LocationProto>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub process_id: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub start_ticks: i64,
+    #[prost(int64, tag = "4")]
+    pub start_ns: i64,
+    #[prost(int64, tag = "5")]
+    pub frequency: i64,
+    #[prost(message, repeated, tag = "6")]
+    pub partitions: Vec<ThreadPartitionProto>,
+    /// 0: `view_instance('thread_spans', …)`, 1: `thread_spans(…)`, 2: `process_spans`' thread
+    /// rows, 3: the same beside async rows.
+    #[prost(uint32, tag = "7")]
+    pub flavor: u32,
+    /// Indices into the flavor's schema, in output order.
+    #[prost(uint32, repeated, tag = "8")]
+    pub columns: Vec<u32>,
+    #[prost(message, optional, tag = "9")]
+    pub options: Option<OptionsProto>,
+    #[prost(int64, optional, tag = "10")]
+    pub overlap_begin: Option<i64>,
+    #[prost(int64, optional, tag = "11")]
+    pub overlap_end: Option<i64>,
+    /// The rows kept, as a scan predicate's row checks (names, targets and depths only).
+    #[prost(message, optional, tag = "12")]
+    pub rows: Option<PredicateProto>,
+}
+
 /// One of the physical nodes of this codec.
 #[derive(Clone, PartialEq, Message)]
 pub(super) struct NodeProto {
-    #[prost(oneof = "Node", tags = "1, 2")]
+    #[prost(oneof = "Node", tags = "1, 2, 3")]
     pub node: Option<Node>,
 }
 
@@ -221,6 +292,8 @@ pub(super) enum Node {
     Scan(ScanProto),
     #[prost(message, tag = "2")]
     Spans(SpansProto),
+    #[prost(message, tag = "3")]
+    ThreadSpans(ThreadSpansProto),
 }
 
 pub(super) fn bad(what: impl std::fmt::Display) -> DataFusionError {
@@ -229,6 +302,23 @@ pub(super) fn bad(what: impl std::fmt::Display) -> DataFusionError {
 
 pub(super) fn uuid(bytes: &[u8], what: &str) -> Result<Uuid> {
     Uuid::from_slice(bytes).map_err(|_| bad(format_args!("{what} is not a 16-byte UUID")))
+}
+
+/// A process's clock, checked: its [`ClockParams`] and converter.
+pub(super) fn clock_from_proto(
+    start_ticks: i64,
+    start_ns: i64,
+    frequency: i64,
+) -> Result<(ClockParams, TickConverter)> {
+    let params = ClockParams {
+        start_ticks,
+        start_ns,
+        frequency,
+    };
+    let clock = params
+        .converter()
+        .map_err(|e| bad(format_args!("clock: {e}")))?;
+    Ok((params, clock))
 }
 
 pub(super) fn location_to_proto(l: &LakeLocation) -> LocationProto {

@@ -1,5 +1,5 @@
-//! [`AsyncEventsCodec`] (feature `codec`): `async_events` scans, `async_spans` pairings and both
-//! tables as bytes, for engines that ship plans to other processes (Ballista,
+//! [`AsyncEventsCodec`] (feature `codec`): `async_events` scans, `async_spans` pairings,
+//! `thread_spans` plans and the two async tables as bytes, for engines that ship plans to other processes (Ballista,
 //! datafusion-distributed).
 //!
 //! The scan is plain data (see [`crate::provider::AsyncEventsExec`]), so the messages
@@ -9,15 +9,19 @@
 //! URLs ([`LakeRegistry::resolve`]).
 
 mod messages;
+mod thread_spans;
 
 use crate::format::async_events_schema;
-use crate::lake::{LakeLocation, LakeRegistry};
+use crate::lake::{Lake, LakeLocation, LakeRegistry};
 use crate::properties::property_functions;
 use crate::provider::{
-    AsyncEventsExec, AsyncEventsTable, ClockParams, Partitions, PlannedPartition, PlannedScan,
-    PlannedStream, ScanProjection, ScanState,
+    AsyncEventsExec, AsyncEventsTable, Partitions, PlannedPartition, PlannedScan, PlannedStream,
+    ScanCaches, ScanOptions, ScanProjection, ScanState,
 };
 use crate::spans::{AsyncSpansExec, AsyncSpansTable, PairingRange, SpanColumn};
+use crate::thread_spans::{
+    Flavor, ProcessSpansTable, SpanTypes, ThreadSpansExec, ThreadSpansOf, ThreadSpansTable,
+};
 use crate::time_bounds::TimeBounds;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Result, TableReference, exec_err, internal_err, not_impl_err};
@@ -33,8 +37,10 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use messages::*;
 use prost::Message;
 use std::sync::Arc;
+use uuid::Uuid;
 
-/// Encodes and decodes [`AsyncEventsExec`] and [`AsyncSpansExec`] (physical plans) and
+/// Encodes and decodes [`AsyncEventsExec`], [`AsyncSpansExec`] and [`ThreadSpansExec`]
+/// (physical plans) and
 /// [`AsyncEventsTable`] and [`AsyncSpansTable`] (logical plans). Other nodes are not its
 /// business: an engine with codecs of its own wraps this one.
 #[derive(Debug, Default, Clone, Copy)]
@@ -136,14 +142,8 @@ impl AsyncEventsCodec {
 
     fn decode_scan(&self, proto: ScanProto, ctx: &TaskContext) -> Result<AsyncEventsExec> {
         let process_id = uuid(&proto.process_id, "the process id")?;
-        let clock_params = ClockParams {
-            start_ticks: proto.start_ticks,
-            start_ns: proto.start_ns,
-            frequency: proto.frequency,
-        };
-        let clock = clock_params
-            .converter()
-            .map_err(|e| bad(format_args!("clock: {e}")))?;
+        let (clock_params, clock) =
+            clock_from_proto(proto.start_ticks, proto.start_ns, proto.frequency)?;
         let streams = (proto.streams.into_iter())
             .map(|s| {
                 let stream_id = uuid(&s.stream_id, "a stream id")?;
@@ -222,12 +222,17 @@ impl PhysicalExtensionCodec for AsyncEventsCodec {
         match (proto.node, inputs) {
             (Some(Node::Scan(scan)), []) => Ok(Arc::new(self.decode_scan(scan, ctx)?)),
             (Some(Node::Spans(spans)), [input]) => decode_spans(spans, input.clone()),
+            (Some(Node::ThreadSpans(spans)), []) => Ok(Arc::new(thread_spans::decode(spans, ctx)?)),
             (Some(Node::Scan(_)), _) => exec_err!(
                 "async_events codec: a scan has no inputs, got {}",
                 inputs.len()
             ),
             (Some(Node::Spans(_)), _) => exec_err!(
                 "async_events codec: a spans pairing has one input, got {}",
+                inputs.len()
+            ),
+            (Some(Node::ThreadSpans(_)), _) => exec_err!(
+                "async_events codec: thread spans have no inputs, got {}",
                 inputs.len()
             ),
             (None, _) => Err(bad("no node")),
@@ -244,6 +249,8 @@ impl PhysicalExtensionCodec for AsyncEventsCodec {
             Node::Scan(self.encode_scan(scan, proto_converter)?)
         } else if let Some(spans) = node.downcast_ref::<AsyncSpansExec>() {
             Node::Spans(encode_spans(spans))
+        } else if let Some(spans) = node.downcast_ref::<ThreadSpansExec>() {
+            Node::ThreadSpans(thread_spans::encode(spans))
         } else {
             return internal_err!("async_events codec: cannot encode {}", node.name());
         };
@@ -294,13 +301,46 @@ impl LogicalExtensionCodec for AsyncEventsCodec {
             ctx.session_config().get_extension::<LakeRegistry>(),
             &location,
         )?;
-        let process_id = uuid(&proto.process_id, "the process id")?;
+        let id = uuid(&proto.process_id, "the process or stream id")?;
         let bounds = TimeBounds::new(proto.begin, proto.end);
         let options = options_from_proto(proto.options)?;
+        let caches =
+            (ctx.session_config().get_extension::<ScanCaches>()).unwrap_or_else(ScanCaches::global);
+        let threads = |of, flavor| {
+            ThreadSpansTable::new(
+                lake.clone(),
+                of,
+                bounds,
+                flavor,
+                options.clone(),
+                caches.clone(),
+            )
+        };
+        if let Some(types) = proto.span_types {
+            let types = match types {
+                1 => SpanTypes::Thread,
+                2 => SpanTypes::Async,
+                3 => SpanTypes::Both,
+                other => return Err(bad(format_args!("span types {other}"))),
+            };
+            let threads = threads(ThreadSpansOf::Process(id), Flavor::ProcessSpans);
+            let spans = AsyncSpansTable::with_caches(lake, id, bounds, options, caches);
+            return Ok(Arc::new(ProcessSpansTable::new(threads, spans, types)));
+        }
+        if let Some(flavor) = proto.thread_flavor {
+            let of = match proto.of_stream {
+                true => ThreadSpansOf::Stream(id),
+                false => ThreadSpansOf::Process(id),
+            };
+            return Ok(Arc::new(threads(
+                of,
+                thread_spans::flavor_from_proto(flavor)?,
+            )));
+        }
         Ok(if proto.spans {
-            Arc::new(AsyncSpansTable::new(lake, process_id, bounds, options))
+            Arc::new(AsyncSpansTable::new(lake, id, bounds, options))
         } else {
-            Arc::new(AsyncEventsTable::new(lake, process_id, bounds, options))
+            Arc::new(AsyncEventsTable::new(lake, id, bounds, options))
         })
     }
 
@@ -310,28 +350,48 @@ impl LogicalExtensionCodec for AsyncEventsCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        let proto = if let Some(table) = node.downcast_ref::<AsyncEventsTable>() {
+        let table = |lake: &Lake, id: Uuid, bounds: TimeBounds, options: &ScanOptions| TableProto {
+            location: Some(location_to_proto(&LakeLocation::of(lake))),
+            process_id: id.as_bytes().to_vec(),
+            begin: bounds.begin,
+            end: bounds.end,
+            options: Some(options_to_proto(options)),
+            ..TableProto::default()
+        };
+        let threads = |t: &ThreadSpansTable| {
+            let (id, of_stream) = match t.of() {
+                ThreadSpansOf::Process(id) => (id, false),
+                ThreadSpansOf::Stream(id) => (id, true),
+            };
             TableProto {
-                location: Some(location_to_proto(&LakeLocation::of(table.lake()))),
-                process_id: table.process_id().as_bytes().to_vec(),
-                begin: table.bounds().begin,
-                end: table.bounds().end,
-                options: Some(options_to_proto(table.options())),
-                spans: false,
+                thread_flavor: Some(thread_spans::flavor_to_proto(t.flavor())),
+                of_stream,
+                ..table(t.lake(), id, t.bounds(), t.options())
             }
-        } else if let Some(table) = node.downcast_ref::<AsyncSpansTable>() {
+        };
+        let proto = if let Some(t) = node.downcast_ref::<AsyncEventsTable>() {
+            table(t.lake(), t.process_id(), t.bounds(), t.options())
+        } else if let Some(t) = node.downcast_ref::<AsyncSpansTable>() {
             TableProto {
-                location: Some(location_to_proto(&LakeLocation::of(table.lake()))),
-                process_id: table.process_id().as_bytes().to_vec(),
-                begin: table.bounds().begin,
-                end: table.bounds().end,
-                options: Some(options_to_proto(table.options())),
                 spans: true,
+                ..table(t.lake(), t.process_id(), t.bounds(), t.options())
+            }
+        } else if let Some(t) = node.downcast_ref::<ThreadSpansTable>() {
+            threads(t)
+        } else if let Some(t) = node.downcast_ref::<ProcessSpansTable>() {
+            // Made by `process_spans`: its two tables on one lake, process, range and options.
+            TableProto {
+                span_types: Some(match t.types() {
+                    SpanTypes::Thread => 1,
+                    SpanTypes::Async => 2,
+                    SpanTypes::Both => 3,
+                }),
+                ..threads(t.threads())
             }
         } else {
             return internal_err!(
-                "async_events codec: cannot encode this table provider (only async_events and \
-                 async_spans tables)"
+                "async_events codec: cannot encode this table provider (only async_events, \
+                 async_spans, thread_spans and process_spans tables)"
             );
         };
         proto.encode(buf).map_err(|e| bad(format_args!("{e}")))

@@ -72,6 +72,16 @@ impl TickConverter {
         self.frequency
     }
 
+    /// The process's `start_ticks`, the origin of block tick bounds.
+    pub fn start_ticks(&self) -> i64 {
+        self.start_ticks
+    }
+
+    /// The process's `start_time`, in ns since the epoch.
+    pub fn start_ns(&self) -> i64 {
+        self.start_ns
+    }
+
     /// Converts an absolute tick count (an event's `time`).
     #[inline]
     pub fn ticks_to_ns(&self, ticks: i64) -> i64 {

@@ -26,6 +26,12 @@ pub enum Flavor {
     /// The thread rows of micromegas's `process_spans(process_id, …)`: `stream_id`, then
     /// `thread_name` (the root's name, `name-id`), then the twelve of [`Flavor::View`].
     ProcessSpans,
+    /// The thread rows of `process_spans(process_id, 'both')`: those of [`Flavor::ProcessSpans`],
+    /// with `begin`, `end`, `duration` and `properties` nullable in the schema as the async
+    /// rows' are (the thread rows hold no NULL there), so that the union of the two needs no
+    /// casts: DataFusion's physical codec loses the nullability a cast adds, and a decoded union
+    /// would stack a new cast at every trip.
+    ProcessSpansBesideAsync,
 }
 
 impl Flavor {
@@ -38,7 +44,7 @@ impl Flavor {
         match self {
             Flavor::View => &VIEW,
             Flavor::Process => &PROCESS,
-            Flavor::ProcessSpans => &PROCESS_SPANS,
+            Flavor::ProcessSpans | Flavor::ProcessSpansBesideAsync => &PROCESS_SPANS,
         }
     }
 
@@ -74,7 +80,8 @@ pub const COLUMNS: [&str; 15] = [
 fn schema(flavor: Flavor) -> SchemaRef {
     let dict = |t: DataType| DataType::Dictionary(Box::new(DataType::Int32), Box::new(t));
     let time = DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()));
-    let nullable = !flavor.clips();
+    let beside_async = flavor == Flavor::ProcessSpansBesideAsync;
+    let nullable = !flavor.clips() || beside_async;
     let built = [
         (DataType::Int64, false),
         (DataType::Int64, false),
@@ -87,7 +94,7 @@ fn schema(flavor: Flavor) -> SchemaRef {
         (dict(DataType::Utf8), false),
         (dict(DataType::Utf8), false),
         (DataType::UInt32, false),
-        (dict(DataType::Binary), false),
+        (dict(DataType::Binary), beside_async),
         (dict(DataType::Utf8), false),
         (dict(DataType::Utf8), true),
         (DataType::Boolean, true),
@@ -109,6 +116,8 @@ fn schema(flavor: Flavor) -> SchemaRef {
 static VIEW: LazyLock<SchemaRef> = LazyLock::new(|| schema(Flavor::View));
 static PROCESS: LazyLock<SchemaRef> = LazyLock::new(|| schema(Flavor::Process));
 static PROCESS_SPANS: LazyLock<SchemaRef> = LazyLock::new(|| schema(Flavor::ProcessSpans));
+static BESIDE_ASYNC: LazyLock<SchemaRef> =
+    LazyLock::new(|| schema(Flavor::ProcessSpansBesideAsync));
 
 /// The schema of a flavor.
 pub fn thread_spans_schema(flavor: Flavor) -> SchemaRef {
@@ -116,6 +125,7 @@ pub fn thread_spans_schema(flavor: Flavor) -> SchemaRef {
         Flavor::View => VIEW.clone(),
         Flavor::Process => PROCESS.clone(),
         Flavor::ProcessSpans => PROCESS_SPANS.clone(),
+        Flavor::ProcessSpansBesideAsync => BESIDE_ASYNC.clone(),
     }
 }
 

@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::format::{
     AsyncEventDecoder, FormatError, RowFilter, StreamLayout, TickConverter, scope_hash,
 };
-use crate::lake::{BlockRecord, Lake, StreamRecord};
+use crate::lake::{BlockRecord, Lake, LakeLocation, LakeRegistry, StreamRecord};
+use crate::provider::ScanOptions;
 use crate::provider::prefetch::fetch_in_order;
 use crate::time_bounds::TimeBounds;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -31,7 +32,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 /// One thread stream to read: its metadata, compiled layout and blocks in recording order.
@@ -65,26 +66,63 @@ impl StreamPlan {
 }
 
 /// Pairs the scope events of thread streams into spans.
+///
+/// The plan is data (the lake's URLs, the clock, the streams' metadata and blocks of each
+/// partition), so the codec can send it to other processes; the lake is the one the table was
+/// planned on, or, for a plan decoded elsewhere, the one registered there under the same URLs
+/// ([`LakeRegistry::resolve`]), found when the plan first executes.
 #[derive(Debug)]
 pub struct ThreadSpansExec {
-    lake: Lake,
+    location: LakeLocation,
+    lake: Arc<OnceLock<Lake>>,
     process_id: Uuid,
     clock: TickConverter,
     partitions: Vec<Vec<StreamPlan>>,
     flavor: Flavor,
+    /// Output columns, as indices of the flavor's schema.
+    columns: Vec<usize>,
     /// Output columns, as indices of the columns built ([`Flavor::sources`]).
     projection: Vec<usize>,
     schema: SchemaRef,
-    skip_corrupt_blocks: bool,
-    inflate_limit: usize,
-    /// [`ScanOptions::prefetch_bytes`](crate::provider::ScanOptions::prefetch_bytes).
-    prefetch_bytes: usize,
+    options: ScanOptions,
     /// The rows kept by the filters on `name`, `target` and `depth` pushed into the scan.
     rows: RowFilter,
     /// The range rows must overlap ([`Chain::overlap`]).
     overlap: TimeBounds,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// What a [`ThreadSpansExec`] is made of, apart from what executes it.
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadSpansParts {
+    pub location: LakeLocation,
+    pub process_id: Uuid,
+    pub clock: TickConverter,
+    /// The streams each partition reads, in order.
+    pub partitions: Vec<Vec<StreamPlan>>,
+    pub flavor: Flavor,
+    /// Output columns, as indices of the flavor's schema.
+    pub columns: Vec<usize>,
+    pub overlap: TimeBounds,
+    pub options: ScanOptions,
+    pub rows: RowFilter,
+}
+
+/// Streams dealt to at most `n` groups (at least one), the largest (in payload bytes) first,
+/// each to the least loaded group.
+fn deal(mut streams: Vec<StreamPlan>, n: usize) -> Vec<Vec<StreamPlan>> {
+    let size = |s: &StreamPlan| s.blocks.iter().map(|b| b.payload_size).sum::<i64>();
+    let n = n.clamp(1, streams.len().max(1));
+    let mut groups: Vec<Vec<StreamPlan>> = vec![Vec::new(); n];
+    let mut load = vec![0i64; n];
+    streams.sort_by_key(|s| std::cmp::Reverse(size(s)));
+    for s in streams {
+        let i = (0..n).min_by_key(|&i| load[i]).unwrap_or(0);
+        load[i] += size(&s);
+        groups[i].push(s);
+    }
+    groups
 }
 
 /// Counters of one partition, shown by `EXPLAIN ANALYZE`.
@@ -138,6 +176,7 @@ impl ThreadSpansExec {
         self
     }
 
+    /// The plan of `streams`, dealt to at most `target_partitions` partitions ([`deal`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         lake: Lake,
@@ -146,52 +185,125 @@ impl ThreadSpansExec {
         streams: Vec<StreamPlan>,
         target_partitions: usize,
         flavor: Flavor,
-        projection: Vec<usize>,
+        columns: Vec<usize>,
         overlap: TimeBounds,
-        options: &crate::provider::ScanOptions,
+        options: &ScanOptions,
     ) -> Self {
+        let parts = ThreadSpansParts {
+            location: LakeLocation::of(&lake),
+            process_id,
+            clock,
+            partitions: deal(streams, target_partitions),
+            flavor,
+            columns,
+            overlap,
+            options: options.clone(),
+            rows: RowFilter::all(),
+        };
+        let plan = Self::from_parts(parts);
+        let _ = plan.lake.set(lake);
+        plan
+    }
+
+    /// A plan rebuilt from its data (a decoded plan): its lake is found when it executes.
+    pub(crate) fn from_parts(parts: ThreadSpansParts) -> Self {
+        let ThreadSpansParts {
+            location,
+            process_id,
+            clock,
+            partitions,
+            flavor,
+            columns,
+            overlap,
+            options,
+            rows,
+        } = parts;
+        let partitions = match partitions.is_empty() {
+            true => vec![Vec::new()],
+            false => partitions,
+        };
         let full = super::thread_spans_schema(flavor);
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            projection
+            columns
                 .iter()
                 .map(|&i| full.field(i).clone())
                 .collect::<Vec<_>>(),
         ));
         // From indices of the flavor's schema to indices of the columns built.
-        let projection = projection.iter().map(|&i| flavor.sources()[i]).collect();
-        // Streams dealt to partitions, the largest first, each to the least loaded.
-        let n = target_partitions.clamp(1, streams.len().max(1));
-        let mut partitions: Vec<Vec<StreamPlan>> = vec![Vec::new(); n];
-        let mut load = vec![0i64; n];
-        let mut streams = streams;
-        streams.sort_by_key(|s| -s.blocks.iter().map(|b| b.payload_size).sum::<i64>());
-        for s in streams {
-            let i = (0..n).min_by_key(|&i| load[i]).unwrap_or(0);
-            load[i] += s.blocks.iter().map(|b| b.payload_size).sum::<i64>();
-            partitions[i].push(s);
-        }
+        let projection = columns.iter().map(|&i| flavor.sources()[i]).collect();
         let props = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(n),
+            Partitioning::UnknownPartitioning(partitions.len()),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         Self {
-            lake,
+            location,
+            lake: Arc::new(OnceLock::new()),
             process_id,
             clock,
             partitions,
             flavor,
+            columns,
             projection,
             schema,
-            skip_corrupt_blocks: options.skip_corrupt_blocks,
-            inflate_limit: options.max_inflated_bytes,
-            prefetch_bytes: options.prefetch_bytes,
-            rows: RowFilter::all(),
+            options,
+            rows,
             overlap,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// The plan's data, as [`Self::from_parts`] takes it.
+    #[cfg_attr(not(feature = "codec"), allow(dead_code))]
+    pub(crate) fn parts(&self) -> ThreadSpansParts {
+        ThreadSpansParts {
+            location: self.location.clone(),
+            process_id: self.process_id,
+            clock: self.clock,
+            partitions: self.partitions.clone(),
+            flavor: self.flavor,
+            columns: self.columns.clone(),
+            overlap: self.overlap,
+            options: self.options.clone(),
+            rows: self.rows.clone(),
+        }
+    }
+
+    /// The same plan cut for `tasks` tasks of a distributed engine: the streams dealt to the
+    /// tasks as to partitions ([`deal`]), each task's streams dealt again to its partitions. A
+    /// stream is read by one task, whole. Every variant has as many partitions (at most
+    /// `target_partitions`), some of them empty where a task has fewer streams.
+    #[cfg_attr(not(feature = "distributed"), allow(dead_code))]
+    pub(crate) fn task_variants(&self, tasks: usize, target_partitions: usize) -> Vec<Self> {
+        let streams = self.partitions.iter().flatten().cloned().collect();
+        let per_task = deal(streams, tasks);
+        let most = per_task.iter().map(Vec::len).max().unwrap_or(0);
+        let width = target_partitions.clamp(1, most.max(1));
+        per_task
+            .into_iter()
+            .map(|mine| {
+                let mut parts = self.parts();
+                parts.partitions = deal(mine, width);
+                parts.partitions.resize_with(width, Vec::new);
+                let variant = Self::from_parts(parts);
+                if let Some(lake) = self.lake.get() {
+                    let _ = variant.lake.set(lake.clone());
+                }
+                variant
+            })
+            .collect()
+    }
+
+    /// The lake the table was planned on, or the one registered under the plan's location.
+    fn lake(&self, context: &TaskContext) -> Result<Lake> {
+        if let Some(lake) = self.lake.get() {
+            return Ok(lake.clone());
+        }
+        let registry = context.session_config().get_extension::<LakeRegistry>();
+        let lake = LakeRegistry::resolve(registry, &self.location)?;
+        Ok(self.lake.get_or_init(|| lake).clone())
     }
 
     /// Thread streams read, over all partitions.
@@ -213,10 +325,11 @@ impl DisplayAs for ThreadSpansExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "ThreadSpansExec: process={}, streams={}, blocks={}",
+            "ThreadSpansExec: process={}, streams={}, blocks={}, partitions={}",
             self.process_id,
             self.streams(),
-            self.blocks()
+            self.blocks(),
+            self.partitions.len()
         )
     }
 }
@@ -268,7 +381,7 @@ impl ExecutionPlan for ThreadSpansExec {
             );
         };
         let reader = PartitionReader {
-            lake: self.lake.clone(),
+            lake: self.lake(&context)?,
             process_id: self.process_id,
             clock: self.clock,
             streams: streams.clone(),
@@ -276,9 +389,9 @@ impl ExecutionPlan for ThreadSpansExec {
             projection: self.projection.clone(),
             schema: self.schema.clone(),
             batch_size: context.session_config().batch_size(),
-            skip_corrupt_blocks: self.skip_corrupt_blocks,
-            inflate_limit: self.inflate_limit,
-            prefetch_bytes: self.prefetch_bytes,
+            skip_corrupt_blocks: self.options.skip_corrupt_blocks,
+            inflate_limit: self.options.max_inflated_bytes,
+            prefetch_bytes: self.options.prefetch_bytes,
             rows: self.rows.clone(),
             overlap: self.overlap,
             metrics: ThreadMetrics::new(&self.metrics, partition),

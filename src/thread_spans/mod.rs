@@ -22,5 +22,7 @@ mod table;
 pub use call_tree::Repairs;
 pub use columns::{Flavor, thread_spans_schema};
 pub use exec::ThreadSpansExec;
+#[cfg_attr(not(feature = "codec"), allow(unused_imports))]
+pub(crate) use exec::{StreamPlan, ThreadSpansParts};
 pub use process_spans::{ProcessSpansTable, SpanTypes};
 pub use table::{ThreadSpansOf, ThreadSpansTable};

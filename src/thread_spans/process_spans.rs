@@ -13,7 +13,7 @@ use super::table::ThreadSpansTable;
 use crate::properties::property_functions;
 use crate::spans::{AsyncSpansTable, async_spans_schema};
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, Result, plan_err};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -61,7 +61,7 @@ impl SpanTypes {
 /// The table of `process_spans`.
 #[derive(Debug)]
 pub struct ProcessSpansTable {
-    /// A [`Flavor::ProcessSpans`] table.
+    /// A [`Flavor::ProcessSpans`] table, or [`Flavor::ProcessSpansBesideAsync`] with async spans.
     threads: ThreadSpansTable,
     spans: AsyncSpansTable,
     types: SpanTypes,
@@ -70,28 +70,34 @@ pub struct ProcessSpansTable {
 
 impl ProcessSpansTable {
     /// The spans of `types` from `threads` (built with [`Flavor::ProcessSpans`]) and `spans`.
+    /// With async spans, the thread rows take [`Flavor::ProcessSpansBesideAsync`]'s schema:
+    /// the async rows' times come from nullable columns (never NULL in these rows).
     pub fn new(threads: ThreadSpansTable, spans: AsyncSpansTable, types: SpanTypes) -> Self {
-        let thread_schema = thread_spans_schema(Flavor::ProcessSpans);
-        // The async rows' times come from nullable columns (never NULL in these rows).
-        let schema = match types.async_() {
-            false => thread_schema,
-            true => Arc::new(Schema::new(
-                thread_schema
-                    .fields()
-                    .iter()
-                    .map(|f| match f.name().as_str() {
-                        "begin" | "end" | "duration" => f.as_ref().clone().with_nullable(true),
-                        _ => f.as_ref().clone(),
-                    })
-                    .collect::<Vec<Field>>(),
-            )),
+        let flavor = match types.async_() {
+            false => Flavor::ProcessSpans,
+            true => Flavor::ProcessSpansBesideAsync,
         };
         Self {
-            threads,
+            threads: threads.with_flavor(flavor),
             spans,
             types,
-            schema,
+            schema: thread_spans_schema(flavor),
         }
+    }
+
+    /// The table of the thread rows.
+    pub fn threads(&self) -> &ThreadSpansTable {
+        &self.threads
+    }
+
+    /// The table the async rows come from.
+    pub fn spans(&self) -> &AsyncSpansTable {
+        &self.spans
+    }
+
+    /// Which spans the table returns.
+    pub fn types(&self) -> SpanTypes {
+        self.types
     }
 
     /// The async rows: finished spans with `begin < end`, in micromegas's columns.

@@ -62,6 +62,37 @@ impl ThreadSpansTable {
         }
     }
 
+    /// The lake read.
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// Whose spans the table holds.
+    pub fn of(&self) -> ThreadSpansOf {
+        self.of
+    }
+
+    /// The range of the blocks read.
+    pub fn bounds(&self) -> TimeBounds {
+        self.bounds
+    }
+
+    /// The table's columns.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// How blocks are read.
+    pub fn options(&self) -> &ScanOptions {
+        &self.options
+    }
+
+    /// The same spans with `flavor`'s columns.
+    pub(crate) fn with_flavor(mut self, flavor: Flavor) -> Self {
+        self.flavor = flavor;
+        self
+    }
+
     /// Whether a filter only names `stream_id` (then it narrows the streams listed).
     fn on_stream_id(filter: &Expr) -> bool {
         let refs = filter.column_refs();
@@ -214,7 +245,9 @@ impl TableProvider for ThreadSpansTable {
                 // the spans overlapping its range, as `async_spans` does.
                 match self.flavor {
                     Flavor::Process => range,
-                    Flavor::View | Flavor::ProcessSpans => TimeBounds::ALL,
+                    Flavor::View | Flavor::ProcessSpans | Flavor::ProcessSpansBesideAsync => {
+                        TimeBounds::ALL
+                    }
                 },
                 &self.options,
             )

@@ -13,6 +13,15 @@ pub(crate) struct ClockParams {
 }
 
 impl ClockParams {
+    /// What `clock` was built from (its frequency as given or estimated).
+    pub fn of(clock: &TickConverter) -> Self {
+        Self {
+            start_ticks: clock.start_ticks(),
+            start_ns: clock.start_ns(),
+            frequency: clock.frequency(),
+        }
+    }
+
     /// The converter.
     #[cfg_attr(not(feature = "codec"), allow(dead_code))]
     pub fn converter(&self) -> crate::format::FormatResult<TickConverter> {

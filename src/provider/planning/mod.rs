@@ -91,11 +91,7 @@ pub(crate) async fn plan_scan(
 ) -> Result<(PlannedScan, Vec<Arc<StreamLayout>>)> {
     let process = lake.process(process_id).await?;
     let clock = process_clock(lake, &process).await?;
-    let clock_params = ClockParams {
-        start_ticks: process.start_ticks,
-        start_ns: process.start_time.timestamp_nanos_opt().unwrap_or_default(),
-        frequency: clock.frequency(),
-    };
+    let clock_params = ClockParams::of(&clock);
     if predicate.impossible {
         let plan = PlannedScan {
             clock,
