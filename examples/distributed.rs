@@ -159,6 +159,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                  FROM async_spans('{pid}') GROUP BY name"
             ),
         ),
+        (
+            "thread spans",
+            format!(
+                "SELECT name, count(*), avg(duration), max(duration) \
+                 FROM thread_spans('{pid}') GROUP BY name"
+            ),
+        ),
+        (
+            "process spans",
+            format!(
+                "SELECT thread_name, count(*), sum(duration) \
+                 FROM process_spans('{pid}', 'both') GROUP BY thread_name"
+            ),
+        ),
     ];
     let (plan, _) = run(&sessions[2].1, &queries[1].1).await;
     println!("The aggregate on {WORKERS} workers, 4 tasks per stage:\n");

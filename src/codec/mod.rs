@@ -1,5 +1,6 @@
 //! [`AsyncEventsCodec`] (feature `codec`): `async_events` scans, `async_spans` pairings,
-//! `thread_spans` plans and the two async tables as bytes, for engines that ship plans to other processes (Ballista,
+//! `thread_spans` plans, and the tables of `async_events`, `async_spans`, `thread_spans` and
+//! `process_spans`, as bytes, for engines that ship plans to other processes (Ballista,
 //! datafusion-distributed).
 //!
 //! The scan is plain data (see [`crate::provider::AsyncEventsExec`]), so the messages
@@ -40,9 +41,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// Encodes and decodes [`AsyncEventsExec`], [`AsyncSpansExec`] and [`ThreadSpansExec`]
-/// (physical plans) and
-/// [`AsyncEventsTable`] and [`AsyncSpansTable`] (logical plans). Other nodes are not its
-/// business: an engine with codecs of its own wraps this one.
+/// (physical plans) and [`AsyncEventsTable`], [`AsyncSpansTable`], [`ThreadSpansTable`] and
+/// [`ProcessSpansTable`] (logical plans). Other nodes are not its business: an engine with
+/// codecs of its own wraps this one.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AsyncEventsCodec;
 

@@ -74,7 +74,7 @@ impl StreamPlan {
 #[derive(Debug)]
 pub struct ThreadSpansExec {
     location: LakeLocation,
-    lake: Arc<OnceLock<Lake>>,
+    lake: OnceLock<Lake>,
     process_id: Uuid,
     clock: TickConverter,
     partitions: Vec<Vec<StreamPlan>>,
@@ -239,7 +239,7 @@ impl ThreadSpansExec {
         ));
         Self {
             location,
-            lake: Arc::new(OnceLock::new()),
+            lake: OnceLock::new(),
             process_id,
             clock,
             partitions,
@@ -258,11 +258,16 @@ impl ThreadSpansExec {
     /// The plan's data, as [`Self::from_parts`] takes it.
     #[cfg_attr(not(feature = "codec"), allow(dead_code))]
     pub(crate) fn parts(&self) -> ThreadSpansParts {
+        self.parts_with(self.partitions.clone())
+    }
+
+    /// The plan's data with other partitions.
+    fn parts_with(&self, partitions: Vec<Vec<StreamPlan>>) -> ThreadSpansParts {
         ThreadSpansParts {
             location: self.location.clone(),
             process_id: self.process_id,
             clock: self.clock,
-            partitions: self.partitions.clone(),
+            partitions,
             flavor: self.flavor,
             columns: self.columns.clone(),
             overlap: self.overlap,
@@ -284,10 +289,9 @@ impl ThreadSpansExec {
         per_task
             .into_iter()
             .map(|mine| {
-                let mut parts = self.parts();
-                parts.partitions = deal(mine, width);
-                parts.partitions.resize_with(width, Vec::new);
-                let variant = Self::from_parts(parts);
+                let mut partitions = deal(mine, width);
+                partitions.resize_with(width, Vec::new);
+                let variant = Self::from_parts(self.parts_with(partitions));
                 if let Some(lake) = self.lake.get() {
                     let _ = variant.lake.set(lake.clone());
                 }
